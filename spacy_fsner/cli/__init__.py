@@ -1,0 +1,9 @@
+"""Typer commands behind `python -m spacy_fsner` (also what project.yml calls).
+
+Each command lives in its own module and registers itself on the shared `app`; heavy libraries are imported
+inside the commands so `--help` stays fast.
+"""
+
+from ._app import app
+
+__all__ = ["app"]

@@ -7,3 +7,9 @@ inside the commands so `--help` stays fast.
 from ._app import app
 
 __all__ = ["app"]
+
+from . import (  # noqa: E402,F401  (register the commands)
+    convert,
+    sample_episodes,
+    tiny_model,  # noqa: E402,F401  (registers the command)
+)

@@ -6,3 +6,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main() -> None:
+    """Few-shot NER for spaCy (keeps `python -m spacy_fsner COMMAND` a group even with one command)."""

@@ -1,0 +1,135 @@
+"""`spacy_fsner.CausalLM.v1`: a Hugging Face causal LM (+ LoRA adapter) as a spacy-llm model.
+
+Loading is lazy: the weights are read on the first call, so `spacy.load` on a saved pipeline first points the
+model at the pipeline's own adapter and tokenizer (see `from_disk`) and loads once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from spacy_llm.registry import registry as llm_registry
+
+from ..decoding.generator import ConstrainedGenerator
+from ..pipeline.task import DocGenerations, DocPrompts
+from .loading import (
+    attach_adapter,
+    check_model_source,
+    load_base_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
+
+
+class CausalLM:
+    """Generates constrained answers for every prompt of a batch of docs at once."""
+
+    def __init__(
+        self,
+        name: str,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 32,
+        max_new_tokens: int = 128,
+        constrained: bool = True,
+        prefix_cache: bool = True,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.name = check_model_source(name)
+        self.adapter = adapter
+        self.tokenizer_source: str | None = None
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.settings = {
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "constrained": constrained,
+            "prefix_cache": prefix_cache,
+        }
+        self.trust_remote_code = trust_remote_code
+        self.revision = revision
+        self.progress = progress
+        self._generator: ConstrainedGenerator | None = None
+
+    @property
+    def generator(self) -> ConstrainedGenerator:
+        if self._generator is None:
+            tokenizer = load_tokenizer(self.tokenizer_source or self.name, self.trust_remote_code)
+            model = load_base_model(self.name, self.dtype, self.device, self.trust_remote_code, self.revision)
+            if self.adapter is not None:
+                model = attach_adapter(model, self.adapter, self.name)
+            self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)
+        return self._generator
+
+    @property
+    def context_limit(self) -> int | None:
+        return getattr(self.generator.model.config, "max_position_embeddings", None)
+
+    def __call__(self, prompts: Iterable[Iterable[DocPrompts]]) -> Iterable[Iterable[DocGenerations]]:
+        """All prompts of all docs go through the generator together (batched, prefix cached)."""
+        per_doc = [list(doc_prompts) for doc_prompts in prompts]
+        requests = [r for doc in per_doc for shard in doc for r in shard.requests]
+        self._check_lengths(requests)
+        generations = iter(self.generator.generate(requests, progress=self.progress))
+        return [
+            [DocGenerations(shard, [next(generations) for _ in shard.requests]) for shard in doc] for doc in per_doc
+        ]
+
+    def _check_lengths(self, requests) -> None:
+        limit = self.context_limit
+        if limit is None:
+            return
+        for request in requests:
+            prefix, suffix = self.generator.encode(request)
+            needed = len(prefix) + len(suffix) + self.generator.max_new_tokens
+            if needed > limit:
+                raise ValueError(
+                    f"A prompt needs {needed} positions (prompt {len(prefix) + len(suffix)} + max_new_tokens "
+                    f"{self.generator.max_new_tokens}) but the model has {limit}. Lower the component's "
+                    "`max_chunk_tokens` (shorter pieces of text per prompt) or `max_new_tokens`."
+                )
+
+    def to_disk(self, path: Path) -> None:
+        """Tokenizer and adapter weights (safetensors); the base model is referred to by name or path."""
+        path.mkdir(parents=True, exist_ok=True)
+        for sub in ("tokenizer", "adapter"):
+            shutil.rmtree(path / sub, ignore_errors=True)
+        generator = self.generator
+        generator.tokenizer.save_pretrained(path / "tokenizer")
+        if self.adapter is not None:
+            generator.model.save_pretrained(path / "adapter")
+        meta = {"base_model": self.name, "has_adapter": self.adapter is not None}
+        (path / "model.json").write_text(json.dumps(meta, indent=2))
+
+    def from_disk(self, path: Path) -> CausalLM:
+        meta = json.loads((path / "model.json").read_text())
+        self.tokenizer_source = str(path / "tokenizer")
+        self.adapter = str(path / "adapter") if meta["has_adapter"] else None
+        self._generator = None
+        return self
+
+
+@llm_registry.llm_models("spacy_fsner.CausalLM.v1")
+def causal_lm_v1(
+    name: str,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_size: int = 32,
+    max_new_tokens: int = 128,
+    constrained: bool = True,
+    prefix_cache: bool = True,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> CausalLM:
+    """A local directory or hub id (`name`) plus an optional LoRA adapter directory (`adapter`)."""
+    return CausalLM(
+        name, adapter, dtype, device, batch_size, max_new_tokens, constrained, prefix_cache, trust_remote_code, revision
+    )

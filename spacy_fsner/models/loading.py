@@ -1,0 +1,100 @@
+"""Loading a base causal LM (local directory or hub id), its tokenizer, and an optional LoRA adapter.
+
+Safe loading only: safetensors weights, `trust_remote_code` off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available: use device='cpu' or 'auto'.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' is bfloat16 on a GPU that supports it and float32 elsewhere."""
+    if dtype == "auto":
+        gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if gpu_bf16 else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}: use one of {['auto', *_DTYPES]}.")
+    return _DTYPES[dtype]
+
+
+def check_model_source(name: str) -> str:
+    """Return `name` if it is an existing model directory or looks like a hub id; else explain the fix."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"'{name}' exists but holds no config.json, so it is not a Hugging Face model directory. Point "
+                "`name` at a directory saved with `save_pretrained` (or build one: python -m spacy_fsner tiny-model DIR)."
+            )
+        return str(path)
+    if _HUB_ID.match(name) and not name.startswith((".", "/")):
+        return name
+    raise FileNotFoundError(
+        f"Model path '{name}' does not exist. Build a tiny model with `python -m spacy_fsner tiny-model {name}`, "
+        "or pass an existing local directory or a hub id such as 'meta-llama/Llama-3.1-8B'."
+    )
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise OSError(_hub_hint(source, error)) from error
+
+
+def load_base_model(
+    source: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False, revision: str | None = None
+) -> PreTrainedModel:
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, revision=revision
+        )
+    except OSError as error:
+        raise OSError(_hub_hint(source, error)) from error
+    return model.to(device).eval()
+
+
+def attach_adapter(model: PreTrainedModel, adapter: str | Path, base_name: str) -> PreTrainedModel:
+    """Wrap `model` with the LoRA adapter saved at `adapter`; a clear error when it does not fit."""
+    from peft import PeftModel
+
+    path = Path(adapter)
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"No LoRA adapter at '{adapter}' (adapter_config.json missing). Pass the directory a PEFT model was "
+            "saved to with `save_pretrained`, or leave `adapter` unset."
+        )
+    trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=False).eval()
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"The LoRA adapter at '{adapter}' does not fit the base model '{base_name}' (it was trained on "
+            f"'{trained_on}'): {str(error).splitlines()[0]}. Set `name` to the base model the adapter was trained "
+            "on, or train an adapter for this base model."
+        ) from error
+
+
+def _hub_hint(source: str, error: OSError) -> str:
+    return (
+        f"Could not load '{source}': {str(error).splitlines()[0]}. Without network access a hub model must already "
+        "be in the local Hugging Face cache; otherwise download it where you have access and pass its directory."
+    )

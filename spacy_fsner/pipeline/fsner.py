@@ -1,0 +1,158 @@
+"""The `fsner` component: Doc <-> prompts glue around the NER task and a causal LM."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import srsly
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import minibatch
+
+from ..prompts.templates import PromptTemplate
+from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask
+
+ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[DocGenerations]]]
+
+_MODEL_HINT = "{'@llm_models': 'spacy_fsner.CausalLM.v1', 'name': 'models/tiny'}"
+
+
+@Language.factory(
+    "fsner",
+    default_config={
+        "labels": [],
+        "label_definitions": {},
+        "template": {"@misc": "spacy_fsner.CLLMFSTemplate.v1"},
+        "model": None,
+        "max_chunk_tokens": 128,
+        "overwrite_ents": False,
+        "spans_key": "fsner",
+        "save_io": False,
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_fsner(
+    nlp: Language,
+    name: str,
+    labels: list[str],
+    label_definitions: dict[str, str],
+    template: PromptTemplate,
+    model: ModelCallable | None,
+    max_chunk_tokens: int,
+    overwrite_ents: bool,
+    spans_key: str,
+    save_io: bool,
+) -> FewShotNER:
+    if model is None:
+        raise ValueError(f"The fsner component needs a `model`, e.g. model={_MODEL_HINT}.")
+    task = FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key)
+    return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io)
+
+
+class FewShotNER(Pipe):
+    """Sets `doc.ents` (non-overlapping) and `doc.spans[spans_key]` (every candidate, scores in `.attrs`).
+
+    What could not be placed is counted per doc in `doc.user_data["fsner"]` and in total in `self.stats`, and
+    a warning says so: nothing is dropped silently.
+    """
+
+    def __init__(self, vocab, task: FewShotNERTask, model: ModelCallable, *, name: str = "fsner", save_io: bool = False):
+        self.vocab = vocab
+        self.task = task
+        self.model = model
+        self.name = name
+        self.save_io = save_io
+        self.stats: Counter[str] = Counter()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.task.labels
+
+    def add_label(self, label: str, label_definition: str | None = None) -> int:
+        return self.task.add_label(label, label_definition)
+
+    def adapt(
+        self,
+        support: Sequence[Doc],
+        labels: Sequence[str] | None = None,
+        label_definitions: dict[str, str] | None = None,
+    ) -> None:
+        """Adapt to a few-shot episode: its labels, and its support docs as in-prompt demonstrations."""
+        if labels is not None:
+            self.task.set_labels(labels, label_definitions)
+        self.task.set_demonstrations(support)
+
+    def __call__(self, doc: Doc) -> Doc:
+        return self._process([doc])[0]
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """The fast path: every prompt of `batch_size` docs is generated together."""
+        error_handler = self.get_error_handler()
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                yield from self._process(docs)
+            except Exception as error:
+                error_handler(self.name, self, docs, error)
+
+    def _process(self, docs: list[Doc]) -> list[Doc]:
+        prompts = list(self.task.generate_prompts(docs))
+        responses = list(self.model([prompt] for prompt in prompts))
+        out = list(self.task.parse_responses(docs, responses))
+        for doc, response in zip(out, responses, strict=True):
+            (generations,) = response
+            self._count(doc)
+            if self.save_io:
+                io = doc.user_data.setdefault("llm_io", {})
+                io[self.name] = {"prompt": generations.prompts.texts(), "response": generations.texts()}
+        return out
+
+    def _count(self, doc: Doc) -> None:
+        report = doc.user_data[REPORT_KEY]
+        lost = {key: len(items) for key, items in report.items() if items}
+        self.stats.update(lost)
+        self.stats["docs"] += 1
+        if lost:
+            warnings.warn(
+                f"fsner: {lost} in a doc starting {doc.text[:40]!r}; see doc.user_data['{REPORT_KEY}']. "
+                "'unfinished'/'unterminated' mean max_new_tokens ran out: raise it in the model config.",
+                stacklevel=3,
+            )
+
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
+        return self.task.scorer(examples)
+
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "task.msgpack").write_bytes(self.task.to_bytes())
+        if hasattr(self.model, "to_disk"):
+            self.model.to_disk(path / "model")
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> FewShotNER:
+        path = Path(path)
+        self.task.from_bytes((path / "task.msgpack").read_bytes())
+        if hasattr(self.model, "from_disk") and (path / "model").is_dir():
+            self.model.from_disk(path / "model")
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(tmp)
+            files = {str(f.relative_to(tmp)): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> FewShotNER:
+        """Restores into a directory that lives as long as the component (the model loads from it lazily)."""
+        self._bytes_dir = tempfile.TemporaryDirectory()
+        root = Path(self._bytes_dir.name)
+        for name, data in srsly.msgpack_loads(bytes_data).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        return self.from_disk(root)

@@ -1,0 +1,230 @@
+"""The NER task: Docs to prompts, generations back to spans. Registered for spacy-llm as `spacy_fsner.NER.v1`.
+
+It follows spacy-llm's task protocol (non-sharding: one `DocPrompts` per doc), so the same task and model run in
+the `fsner` component and in spacy-llm's own `llm` component.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import srsly
+from spacy.scorer import get_ner_prf
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example
+from spacy.util import registry
+from spacy_llm.registry import registry as llm_registry
+
+from ..decoding.alignment import align_in_order
+from ..decoding.generator import Generation, GenerationRequest
+from ..prompts.templates import Demonstration, PromptTemplate, cllmfs_template_v1
+from .chunking import chunk_doc, token_boundaries
+from .resolve import resolve_entities
+
+REPORT_KEY = "fsner"
+"""`doc.user_data[REPORT_KEY]`: what could not be placed for this doc (see `FewShotNERTask.parse_responses`)."""
+
+
+@dataclass
+class DocPrompts:
+    """Every prompt for one doc: one per (chunk, label)."""
+
+    requests: list[GenerationRequest] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    """Char offset of each request's chunk in the doc."""
+
+    def texts(self) -> list[str]:
+        return [r.prefix + r.suffix for r in self.requests]
+
+    def __str__(self) -> str:
+        return "\n\n".join(self.texts())
+
+
+@dataclass
+class DocGenerations:
+    """The model's answers to one `DocPrompts`, in the same order."""
+
+    prompts: DocPrompts
+    generations: list[Generation]
+
+    def texts(self) -> list[str]:
+        return [g.text for g in self.generations]
+
+    def __str__(self) -> str:
+        return "\n".join(self.texts())
+
+
+def validate_labels(labels: Sequence[str], label_definitions: dict[str, str]) -> None:
+    """Labels present, unique, non-blank; definitions only for known labels."""
+    if isinstance(labels, str):
+        raise ValueError(f"`labels` must be a list of strings, got the string {labels!r}; use [{labels!r}].")
+    if not labels:
+        raise ValueError("`labels` is empty: pass the entity types to extract, e.g. labels=['PER', 'LOC'].")
+    blank = [label for label in labels if not isinstance(label, str) or not label.strip()]
+    if blank:
+        raise ValueError(f"`labels` contains empty or non-string labels {blank!r}: remove them.")
+    duplicates = sorted({label for label in labels if list(labels).count(label) > 1})
+    if duplicates:
+        raise ValueError(f"`labels` lists {duplicates} more than once: list each label once.")
+    unknown = sorted(set(label_definitions) - set(labels))
+    if unknown:
+        raise ValueError(
+            f"`label_definitions` defines {unknown}, which are not in `labels` {list(labels)}: add them to "
+            "`labels` or remove their definitions."
+        )
+
+
+class FewShotNERTask:
+    """One prompt per (chunk, label); entities placed in order, conflicts resolved by score."""
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        label_definitions: dict[str, str] | None = None,
+        template: PromptTemplate | None = None,
+        max_chunk_tokens: int = 128,
+        overwrite_ents: bool = False,
+        spans_key: str = "fsner",
+    ) -> None:
+        label_definitions = dict(label_definitions or {})
+        validate_labels(labels, label_definitions)
+        self._labels = list(labels)
+        self._definitions = label_definitions
+        self._template = template or cllmfs_template_v1()
+        if max_chunk_tokens < 1:
+            raise ValueError(f"max_chunk_tokens must be >= 1, got {max_chunk_tokens}")
+        self._max_chunk_tokens = max_chunk_tokens
+        self._overwrite_ents = overwrite_ents
+        self._spans_key = spans_key
+        self._demonstrations: dict[str, list[Demonstration]] = {}
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self._labels)
+
+    @property
+    def label_definitions(self) -> dict[str, str]:
+        return dict(self._definitions)
+
+    @property
+    def template(self) -> PromptTemplate:
+        return self._template
+
+    def add_label(self, label: str, label_definition: str | None = None) -> int:
+        """Add a label (spacy-llm's `LabeledTask`); returns 0 when it was already there."""
+        if label in self._labels:
+            return 0
+        definitions = {**self._definitions, **({label: label_definition} if label_definition else {})}
+        validate_labels([*self._labels, label], definitions)
+        self._labels.append(label)
+        self._definitions = definitions
+        return 1
+
+    def clear(self) -> None:
+        self._labels, self._definitions, self._demonstrations = [], {}, {}
+
+    def set_labels(self, labels: Sequence[str], label_definitions: dict[str, str] | None = None) -> None:
+        validate_labels(labels, dict(label_definitions or {}))
+        self._labels, self._definitions = list(labels), dict(label_definitions or {})
+
+    def set_demonstrations(self, docs: Iterable[Doc]) -> None:
+        """Use annotated docs (`doc.ents`) as in-prompt examples for every label, in order."""
+        demonstrations: dict[str, list[Demonstration]] = {label: [] for label in self._labels}
+        for doc in docs:
+            for label in self._labels:
+                demonstrations[label].append((doc.text, [e.text for e in doc.ents if e.label_ == label]))
+        self._demonstrations = demonstrations
+
+    def prompt_prefix(self, label: str) -> str:
+        return self._template.prefix(label, self._definitions.get(label), self._demonstrations.get(label, ()))
+
+    def generate_prompts(self, docs: Iterable[Doc]) -> Iterable[DocPrompts]:
+        if not self._labels:
+            raise ValueError("The fsner task has no labels: add them with `add_label` or the `labels` setting.")
+        prefixes = {label: self.prompt_prefix(label) for label in self._labels}
+        for doc in docs:
+            prompts = DocPrompts()
+            for chunk in chunk_doc(doc, self._max_chunk_tokens):
+                starts, ends = token_boundaries(chunk)
+                for label in self._labels:
+                    request = GenerationRequest(
+                        prefixes[label], self._template.suffix(chunk.text), chunk.text, starts, ends, self._template.fmt
+                    )
+                    prompts.requests.append(request)
+                    prompts.labels.append(label)
+                    prompts.offsets.append(chunk.start_char)
+            yield prompts
+
+    # spacy-llm hands each doc's responses over wrapped in a one-item list; the annotation is what its type
+    # check expects for a non-sharding task.
+    def parse_responses(self, docs: Iterable[Doc], responses: Iterable[DocGenerations]) -> Iterable[Doc]:
+        for doc, response in zip(docs, responses, strict=True):
+            if isinstance(response, list | tuple):
+                (response,) = response
+            yield self.annotate(doc, response)
+
+    def annotate(self, doc: Doc, response: DocGenerations) -> Doc:
+        """Place every generated entity, record what could not be placed, and set `doc.ents`/`doc.spans`."""
+        candidates: list[tuple[Span, float]] = []
+        report: dict[str, list] = {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": []}
+        prompts = response.prompts
+        for request, label, offset, generation in zip(
+            prompts.requests, prompts.labels, prompts.offsets, response.generations, strict=True
+        ):
+            parsed = generation.parse()
+            alignment = align_in_order(
+                request.source, [e.text for e in parsed.entities], set(request.starts), set(request.ends)
+            )
+            for index, start, end in alignment.spans:
+                span = doc.char_span(offset + start, offset + end, label=label)
+                candidates.append((span, parsed.entities[index].score))
+            for key, indices in (("unplaced", alignment.unplaced), ("repeated", alignment.repeated)):
+                report[key] += [{"label": label, "text": parsed.entities[i].text, "offset": offset} for i in indices]
+            if parsed.unterminated is not None:
+                report["unterminated"].append({"label": label, "text": parsed.unterminated, "offset": offset})
+            if not generation.finished:
+                report["unfinished"].append({"label": label, "offset": offset})
+        candidates.sort(key=lambda c: (c[0].start, c[0].end, c[0].label_))
+        group = SpanGroup(doc, name=self._spans_key, spans=[span for span, _ in candidates])
+        group.attrs["scores"] = [score for _, score in candidates]
+        doc.spans[self._spans_key] = group
+        doc.ents = resolve_entities(candidates, list(doc.ents), self._overwrite_ents)
+        doc.user_data[REPORT_KEY] = report
+        return doc
+
+    def scorer(self, examples: Iterable[Example]) -> dict[str, Any]:
+        return get_ner_prf(examples)
+
+    def to_bytes(self, *, exclude: tuple[str, ...] = ()) -> bytes:
+        """Labels, definitions and demonstrations (they change with `adapt`, so the config alone is not enough)."""
+        return srsly.msgpack_dumps(
+            {"labels": self._labels, "label_definitions": self._definitions, "demonstrations": self._demonstrations}
+        )
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: tuple[str, ...] = ()) -> FewShotNERTask:
+        data = srsly.msgpack_loads(bytes_data)
+        self.set_labels(data["labels"], data["label_definitions"])
+        self._demonstrations = {k: [(t, list(e)) for t, e in v] for k, v in data["demonstrations"].items()}
+        return self
+
+
+@llm_registry.llm_tasks("spacy_fsner.NER.v1")
+def make_ner_task(
+    labels: Sequence[str] = (),
+    label_definitions: dict[str, str] | None = None,
+    template: PromptTemplate | None = None,
+    max_chunk_tokens: int = 128,
+    overwrite_ents: bool = False,
+    spans_key: str = "fsner",
+) -> FewShotNERTask:
+    """The few-shot NER task for spacy-llm's `llm` component (and the engine of the `fsner` component)."""
+    return FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key)
+
+
+@registry.scorers("spacy_fsner.ner_scorer.v1")
+def make_ner_scorer() -> Callable[[Iterable[Example]], dict[str, Any]]:
+    """Span-exact P/R/F over `doc.ents`, overall and per type (spaCy's `get_ner_prf`)."""
+    return get_ner_prf

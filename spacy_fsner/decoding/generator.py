@@ -150,7 +150,8 @@ class ConstrainedGenerator:
         )
         self.counts["prompt_tokens"] += input_ids.shape[1]
         new_ids = output.sequences[0, input_ids.shape[1] :].tolist()
-        logprobs = [torch.log_softmax(step[0].float(), -1)[tok].item() for step, tok in zip(output.logits, new_ids, strict=True)]
+        steps = zip(output.logits, new_ids, strict=True)
+        logprobs = [torch.log_softmax(step[0].float(), -1)[tok].item() for step, tok in steps]
         self.counts["decode_tokens"] += max(len(new_ids) - 1, 0)
         state = constraint.initial() if constraint else None
         for tok in new_ids:

@@ -41,7 +41,7 @@ def check_model_source(name: str) -> str:
         if not (path / "config.json").is_file():
             raise ValueError(
                 f"'{name}' exists but holds no config.json, so it is not a Hugging Face model directory. Point "
-                "`name` at a directory saved with `save_pretrained` (or build one: python -m spacy_fsner tiny-model DIR)."
+                "`name` at a directory saved with `save_pretrained` (or: python -m spacy_fsner tiny-model DIR)."
             )
         return str(path)
     if _HUB_ID.match(name) and not name.startswith((".", "/")):

@@ -15,6 +15,7 @@ from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import minibatch
+from spacy.vocab import Vocab
 
 from ..prompts.templates import PromptTemplate
 from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask
@@ -63,7 +64,9 @@ class FewShotNER(Pipe):
     a warning says so: nothing is dropped silently.
     """
 
-    def __init__(self, vocab, task: FewShotNERTask, model: ModelCallable, *, name: str = "fsner", save_io: bool = False):
+    def __init__(
+        self, vocab: Vocab, task: FewShotNERTask, model: ModelCallable, *, name: str = "fsner", save_io: bool = False
+    ) -> None:
         self.vocab = vocab
         self.task = task
         self.model = model

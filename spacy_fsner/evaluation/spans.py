@@ -51,7 +51,7 @@ def example_ents(example: Example) -> ExampleEnts | None:
         if not len(indices):
             continue
         start, end = int(indices[0]), int(indices[-1]) + 1
-        if True:
+        if all(token.ent_iob != 0 for token in reference[start:end]):
             pred.append(EntSpan(ent.label_, start, end, ent.text))
     return ExampleEnts(gold, tuple(pred))
 

@@ -15,3 +15,59 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"public NER data not found at {SHARED_DATA} (set FSNER_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random 2-layer Llama with a byte-level BPE tokenizer, built from the package's small corpus."""
+    from spacy_fsner.models.tiny import TinyModelSpec, build_tiny_model, read_corpus
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), read_corpus(None), TinyModelSpec(hidden_size=32))
+
+
+def fsner_config(model_dir: Path, **model_settings) -> dict:
+    return {
+        "labels": ["PER", "LOC"],
+        "label_definitions": {"PER": "a specific person's name", "LOC": "a named place"},
+        "model": {"@llm_models": "spacy_fsner.CausalLM.v1", "name": str(model_dir), "max_new_tokens": 24,
+                  **model_settings},
+    }
+
+
+def _register_scripted_model() -> None:
+    """`spacy_fsner.test.ScriptedLM.v1`: answers from a table {(label, text): [(entity, score), ...]}."""
+    from spacy_llm.registry import registry as llm_registry
+
+    from spacy_fsner.decoding.generator import Generation
+    from spacy_fsner.pipeline.task import DocGenerations, DocPrompts
+
+    class ScriptedLM:
+        def __init__(self, answers: dict[str, list[list]]) -> None:
+            self.answers = answers
+
+        def __call__(self, prompts):
+            out = []
+            for doc_prompts in prompts:
+                shards = []
+                for shard in doc_prompts:
+                    assert isinstance(shard, DocPrompts)
+                    generations = []
+                    for request, label in zip(shard.requests, shard.labels, strict=True):
+                        entities = self.answers.get(f"{label}|{request.source}", [])
+                        # one "token" per entity, carrying that entity's score, then the end marker
+                        pieces = [request.fmt.render([e])[: -len(request.fmt.end)] for e, _ in entities]
+                        pieces.append(request.fmt.end)
+                        ends = [len("".join(pieces[: i + 1]).encode()) for i in range(len(pieces))]
+                        logprobs = [float(score) for _, score in entities] + [0.0]
+                        generations.append(
+                            Generation("".join(pieces), list(range(len(pieces))), logprobs, ends, True, request.fmt)
+                        )
+                    shards.append(DocGenerations(shard, generations))
+                out.append(shards)
+            return out
+
+    if "spacy_fsner.test.ScriptedLM.v1" not in llm_registry.llm_models.get_all():
+        llm_registry.llm_models.register("spacy_fsner.test.ScriptedLM.v1", func=lambda answers: ScriptedLM(answers))
+
+
+_register_scripted_model()

@@ -46,8 +46,16 @@ def parse_response(
         position = match.end()
     tail = re.search(f"{opener}(.*)$", text[position:], flags=re.DOTALL)
     if tail is not None:
-        parsed.unterminated = tail.group(1).strip()
+        parsed.unterminated = _drop_partial_marker(tail.group(1), fmt.close).strip()
     return parsed
+
+
+def _drop_partial_marker(text: str, marker: str) -> str:
+    """`text` without a cut-off start of `marker` at its end (generation stopped inside the marker)."""
+    for size in range(len(marker) - 1, 0, -1):
+        if text.endswith(marker[:size]):
+            return text[:-size]
+    return text
 
 
 def _span_logprob(

@@ -40,8 +40,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(
-        f"cannot write a {type(value).__name__} to JSON: give settings as strings, numbers, booleans, lists "
-        "or dicts"
+        f"cannot write a {type(value).__name__} to JSON: give settings as strings, numbers, booleans, lists or dicts"
     )
 
 

@@ -185,8 +185,7 @@ def score_all(
     """
     if (examples is None) == (episodes is None):
         raise ValueError(
-            "pass exactly one of examples (a flat list of Examples) or episodes= (one list of Examples "
-            "per episode)"
+            "pass exactly one of examples (a flat list of Examples) or episodes= (one list of Examples per episode)"
         )
     if episodes is not None:
         episodes = _checked_episodes(episodes)

@@ -160,7 +160,7 @@ def test_batched_cached_generation_equals_one_generate_call_per_prompt(model_and
 
 def test_parse_scores_each_entity_by_the_tokens_that_wrote_it():
     text = " <<< Angela Merkel >>> <<< Paris >>> <im_end>"
-    ends = [len(" <<< Angela".encode()), len(" <<< Angela Merkel >>>"), len(" <<< Angela Merkel >>> <<< Paris"),
+    ends = [len(b" <<< Angela"), len(" <<< Angela Merkel >>>"), len(" <<< Angela Merkel >>> <<< Paris"),
             len(text)]
     parsed = parse_response(text, FMT, ends, [-1.0, -2.0, -4.0, -8.0])
     assert [(e.text, e.score) for e in parsed.entities] == [("Angela Merkel", -3.0), ("Paris", -4.0)]

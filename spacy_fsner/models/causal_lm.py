@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
+from typing import Iterable  # noqa: UP035  spacy-llm's type check reads typing.Iterable's `_name`
 
 from spacy_llm.registry import registry as llm_registry
 

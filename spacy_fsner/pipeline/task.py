@@ -6,9 +6,9 @@ the `fsner` component and in spacy-llm's own `llm` component.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable  # noqa: UP035  spacy-llm's type check reads typing.Iterable's `_name`
 
 import srsly
 from spacy.scorer import get_ner_prf

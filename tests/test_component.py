@@ -1,0 +1,180 @@
+"""The fsner component: Doc.ents, scored candidates, chunking, serialization, scoring, spacy-llm."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+from conftest import fsner_config
+from spacy.tokens import DocBin, Span
+from spacy.training import Example
+
+TEXTS = [
+    "Angela Merkel visited Paris.",
+    "EU rejects German call to boycott British lamb .",
+    "São Paulo 😀 is big, said José.",
+    "Line one\twith a tab and a bell \u0007 here.",
+]
+
+
+def _scripted(answers: dict, **settings) -> spacy.Language:
+    nlp = spacy.blank("en")
+    nlp.add_pipe("fsner", config={"labels": ["PER", "LOC"], "model": {"@llm_models": "spacy_fsner.test.ScriptedLM.v1",
+                                                                       "answers": answers}, **settings})
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def nlp(tiny_model_dir: Path) -> spacy.Language:
+    nlp = spacy.blank("en")
+    nlp.add_pipe("fsner", config={**fsner_config(tiny_model_dir), "save_io": True})
+    return nlp
+
+
+def _predictions(docs) -> list:
+    """Entities, candidates and candidate scores (to 4 decimals: batch shapes change float rounding)."""
+    out = []
+    for doc in docs:
+        group = doc.spans["fsner"]
+        out.append(([(e.start_char, e.end_char, e.label_) for e in doc.ents],
+                    [(s.start, s.end, s.label_) for s in group], [round(x, 4) for x in group.attrs["scores"]]))
+    return out
+
+
+def test_ents_are_token_aligned_and_every_candidate_has_a_score(nlp):
+    docs = list(nlp.pipe(TEXTS))
+    assert any(d.spans["fsner"] for d in docs)
+    for doc in docs:
+        group = doc.spans["fsner"]
+        assert len(group.attrs["scores"]) == len(group)
+        assert all(score <= 0 for score in group.attrs["scores"])
+        covered = [i for e in doc.ents for i in range(e.start, e.end)]
+        assert len(covered) == len(set(covered)), "doc.ents must not overlap"
+        assert set((e.start, e.end, e.label_) for e in doc.ents) <= set((s.start, s.end, s.label_) for s in group)
+        io = doc.user_data["llm_io"]["fsner"]
+        assert len(io["prompt"]) == len(io["response"]) == 2  # one sentence x two labels
+        assert "a specific person's name" in io["prompt"][0] and doc.text in io["prompt"][0]
+
+
+def test_pipe_and_call_agree(nlp):
+    assert _predictions(nlp.pipe(TEXTS, batch_size=3)) == _predictions([nlp(t) for t in TEXTS])
+
+
+def test_disk_and_bytes_round_trips_give_identical_predictions(nlp, tmp_path):
+    expected = _predictions(nlp.pipe(TEXTS))
+    nlp.to_disk(tmp_path / "pipeline")
+    assert _predictions(spacy.load(tmp_path / "pipeline").pipe(TEXTS)) == expected
+    restored = spacy.blank("en")
+    restored.add_pipe("fsner", config=fsner_config(Path(nlp.config["components"]["fsner"]["model"]["name"])))
+    restored.from_bytes(nlp.to_bytes())
+    assert _predictions(restored.pipe(TEXTS)) == expected
+
+
+def test_round_trip_keeps_the_lora_adapter(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("fsner", config=fsner_config(tiny_model_dir, adapter=str(tmp_path / "adapter")))
+    expected = _predictions(nlp.pipe(TEXTS))
+    nlp.to_disk(tmp_path / "pipeline")
+    (tmp_path / "adapter" / "adapter_model.safetensors").unlink()  # the pipeline must carry its own copy
+    assert (tmp_path / "pipeline" / "fsner" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+    assert _predictions(spacy.load(tmp_path / "pipeline").pipe(TEXTS)) == expected
+
+
+def test_conflicts_across_labels_are_resolved_by_score():
+    text = "Jordan played in Jordan"
+    nlp = _scripted({f"PER|{text}": [["Jordan", -1.0], ["Jordan", -5.0]], f"LOC|{text}": [["Jordan", -2.0],
+                                                                                          ["Jordan", -0.5]]})
+    doc = nlp(text)
+    assert [(e.start, e.label_) for e in doc.ents] == [(0, "PER"), (3, "LOC")]
+    assert len(doc.spans["fsner"]) == 4
+    assert sorted(doc.spans["fsner"].attrs["scores"]) == [-5.0, -2.0, -1.0, -0.5]
+
+
+@pytest.mark.parametrize("overwrite, expected", [(False, [(0, 2, "ORG")]), (True, [(0, 1, "PER")])])
+def test_existing_ents_are_kept_or_overwritten(overwrite, expected):
+    text = "Jordan Inc rules"
+    nlp = _scripted({f"PER|{text}": [["Jordan", -1.0]]}, overwrite_ents=overwrite)
+    doc = nlp.make_doc(text)
+    doc.ents = [Span(doc, 0, 2, label="ORG")]
+    doc = nlp.get_pipe("fsner")(doc)
+    assert [(e.start, e.end, e.label_) for e in doc.ents] == expected
+    assert [(s.start, s.label_) for s in doc.spans["fsner"]] == [(0, "PER")]
+
+
+def test_unplaceable_strings_are_counted_not_dropped_silently():
+    text = "Ann met Bob"
+    nlp = _scripted({f"PER|{text}": [["Ann", -1.0], ["Carl", -1.0], ["Ann", -1.0]]})
+    with pytest.warns(UserWarning, match="unplaced"):
+        doc = nlp(text)
+    report = doc.user_data["fsner"]
+    assert [r["text"] for r in report["unplaced"]] == ["Carl"]
+    assert [r["text"] for r in report["repeated"]] == ["Ann"]
+    assert nlp.get_pipe("fsner").stats["unplaced"] == 1
+
+
+def test_empty_and_whitespace_docs_get_no_prompts_and_no_entities(nlp):
+    for text in ["", "   \n\t "]:
+        doc = nlp(text)
+        assert list(doc.ents) == [] and len(doc.spans["fsner"]) == 0
+        assert doc.user_data["llm_io"]["fsner"] == {"prompt": [], "response": []}
+
+
+def test_long_document_is_chunked_without_truncation(tiny_model_dir):
+    from spacy_fsner.pipeline.chunking import chunk_doc
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("fsner", config={**fsner_config(tiny_model_dir, max_new_tokens=3), "labels": ["PER"],
+                                  "label_definitions": {}, "max_chunk_tokens": 100})
+    text = " ".join(f"Word{i % 50} and Maria went to Lyon ." for i in range(1000))
+    doc = nlp.make_doc(text)
+    assert len(doc) == 7000
+    chunks = chunk_doc(doc, 100)
+    assert [i for c in chunks for i in range(c.start, c.end)] == list(range(len(doc)))  # every token, once
+    assert max(len(c) for c in chunks) <= 100
+    doc = nlp(text)
+    assert len(doc.user_data["fsner"]["unfinished"]) <= len(chunks)
+    assert all(e.end <= len(doc) for e in doc.ents)
+
+
+def test_sentences_are_the_chunks_when_set(tiny_model_dir):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("fsner", config={**fsner_config(tiny_model_dir), "save_io": True})
+    doc = nlp("Angela Merkel visited Paris. She liked it. Then she left.")
+    prompts = doc.user_data["llm_io"]["fsner"]["prompt"]
+    assert len(prompts) == 3 * 2
+    assert "She liked it.\n" in prompts[2]
+
+
+def test_score_and_spacy_evaluate_cli(nlp, tmp_path):
+    docs = list(nlp.pipe(TEXTS[:2]))
+    gold = nlp.make_doc(TEXTS[0])
+    gold.ents = [Span(gold, 0, 2, label="PER"), Span(gold, 3, 4, label="LOC")]
+    scores = nlp.get_pipe("fsner").score([Example(docs[0], gold)])
+    assert {"ents_p", "ents_r", "ents_f", "ents_per_type"} <= set(scores)
+    nlp.to_disk(tmp_path / "pipeline")
+    DocBin(docs=[gold]).to_disk(tmp_path / "gold.spacy")
+    result = subprocess.run([sys.executable, "-m", "spacy", "evaluate", str(tmp_path / "pipeline"),
+                             str(tmp_path / "gold.spacy"), "--output", str(tmp_path / "m.json")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ents_f" in (tmp_path / "m.json").read_text()
+
+
+def test_same_task_and_model_run_in_spacy_llm_llm_component(nlp, tiny_model_dir):
+    llm = spacy.blank("en")
+    config = fsner_config(tiny_model_dir)
+    llm.add_pipe("llm", config={"task": {"@llm_tasks": "spacy_fsner.NER.v1", "labels": config["labels"],
+                                         "label_definitions": config["label_definitions"]},
+                                "model": config["model"], "save_io": True})
+    docs = list(llm.pipe(TEXTS))
+    assert _predictions(docs) == _predictions(nlp.pipe(TEXTS))
+    io = docs[0].user_data["llm_io"]["llm"]
+    assert "Angela Merkel visited Paris." in io["prompt"] and "<<<" in io["response"]

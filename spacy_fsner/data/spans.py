@@ -79,7 +79,7 @@ def tags_to_spans(tags: Sequence[str], scheme: str) -> list[SpanTuple]:
             if start >= 0:
                 spans.append((start, i, label))
             start, label = (-1, "") if prefix == "O" else (i, tag_label)
-        if prefix == "S":
+        if prefix in ("E", "S"):
             spans.append((start, i + 1, label))
             start, label = -1, ""
     if start >= 0:

@@ -10,6 +10,7 @@ __all__ = ["app"]
 
 from . import (  # noqa: E402,F401  (register the commands)
     convert,
+    evaluate,
     sample_episodes,
     tiny_model,  # noqa: E402,F401  (registers the command)
 )

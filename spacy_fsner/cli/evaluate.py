@@ -1,0 +1,60 @@
+"""`python -m spacy_fsner evaluate`: score a pipeline on a corpus or on Few-NERD episodes, to JSON and Markdown."""
+
+from pathlib import Path
+
+import typer
+
+from ._app import app
+
+
+@app.command("evaluate")
+def evaluate_command(
+    pipeline: Path = typer.Argument(..., exists=True, file_okay=False, help="saved spaCy pipeline directory"),
+    data: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="gold data: .spacy DocBin, CoNLL, token-tag or episode JSONL file"
+    ),
+    protocol: str = typer.Option(
+        "auto",
+        "--protocol",
+        help="corpus: tag every sentence; fewnerd or hou: adapt to each episode and report that protocol first "
+        "(both are computed); auto: fewnerd for an episode file, else corpus",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", dir_okay=False, help="JSON file for the scores and the settings"
+    ),
+    component: str | None = typer.Option(
+        None, "--component", help="episodes: the component to adapt (default: 'fsner', or the only one with adapt)"
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="docs per nlp.pipe batch"),
+    limit: int = typer.Option(0, "--limit", help="only the first N docs or episodes (0: all)"),
+    data_format: str = typer.Option("auto", "--format", help="auto, conll, tagged or episodes (not for .spacy)"),
+    scheme: str = typer.Option("auto", "--scheme", help="tag scheme of the data (see `convert`)"),
+) -> None:
+    """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output."""
+    from ..evaluation.protocols import evaluate
+    from ..evaluation.report import to_json, to_markdown
+
+    try:
+        run = evaluate(
+            pipeline,
+            data,
+            protocol=protocol,
+            component=component,
+            batch_size=batch_size,
+            limit=limit,
+            data_format=data_format,
+            scheme=scheme,
+        )
+    except (ValueError, OSError) as error:  # bad data or protocol; OSError: spaCy cannot load the pipeline
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    settings = run.settings
+    count = f"{settings['n_docs']} docs"
+    if "n_episodes" in settings:
+        count = f"{settings['n_episodes']} episodes ({count} in their query sets)"
+    typer.echo(f"## {settings['protocol']}: {pipeline} on {data}, {count}\n")
+    typer.echo(to_markdown(run.results))
+    if settings.get("component_stats"):
+        typer.echo(f"{settings['component']}: {settings['component_stats']}")
+    if output is not None:
+        typer.echo(f"wrote {to_json(run.results, settings, output)}")

@@ -39,11 +39,17 @@ class Evaluation:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def predict(nlp: Language, gold: Iterable[Doc], *, batch_size: int = 32) -> list[Example]:
-    """Examples whose predicted docs are `nlp` run over entity-free copies of the gold docs."""
+def predict(nlp: Language, gold: Iterable[Doc], *, batch_size: int = 32, progress: bool = False) -> list[Example]:
+    """Examples whose predicted docs are `nlp` run over entity-free copies of the gold docs (with a tqdm bar over
+    the docs as they come out of the pipeline when `progress`)."""
     gold = list(gold)
     fresh = (Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in gold)
-    return [Example(pred, ref) for pred, ref in zip(nlp.pipe(fresh, batch_size=batch_size), gold, strict=True)]
+    predicted = nlp.pipe(fresh, batch_size=batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        predicted = tqdm(predicted, total=len(gold), desc="docs", unit="doc")
+    return [Example(pred, ref) for pred, ref in zip(predicted, gold, strict=True)]
 
 
 def find_adaptable(nlp: Language, name: str | None = None) -> tuple[str, Any]:
@@ -80,11 +86,7 @@ def evaluate_corpus(
     """Every sentence-level score (`score_all(examples)`) of `nlp` on the gold `docs`."""
     if not docs:
         raise ValueError("no gold sentences to evaluate: check the data file (and --limit)")
-    if progress:
-        from tqdm import tqdm
-
-        docs = tqdm(docs, desc="docs", unit="doc")
-    return score_all(predict(nlp, docs, batch_size=batch_size))
+    return score_all(predict(nlp, docs, batch_size=batch_size, progress=progress))
 
 
 def evaluate_episodes(

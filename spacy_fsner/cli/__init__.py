@@ -9,9 +9,9 @@ from ._app import app
 __all__ = ["app"]
 
 from . import (  # noqa: E402,F401  (register the commands)
-    benchmark,  # noqa: E402,F401
+    benchmark,
     convert,
     evaluate,
     sample_episodes,
-    tiny_model,  # noqa: E402,F401  (registers the command)
+    tiny_model,
 )

@@ -118,7 +118,7 @@ def read_tagged(path: str | Path, vocab: Vocab, scheme: str = "auto", strip_tag_
 
 
 def _detect_scheme(path: str | Path, sentences: list[_Sentence]) -> str:
-    """ "bio" if every non-O tag has a B-/I-/E-/S- prefix, "io" if none has; a mix is an error."""
+    """The scheme of a token-tag file: bio if every non-O tag has a B-/I-/E-/S- prefix, io if none has."""
     first: dict[bool, tuple[int, str]] = {}
     for sentence in sentences:
         for tag, lineno in zip(sentence.tags, sentence.lines, strict=True):

@@ -90,7 +90,9 @@ def _sentences(path: str | Path, lineno: int, part: str, data: Any, types: list[
             raise line_error(path, lineno, f"{where}: expected a non-empty list of non-empty word strings")
         unknown = next((label for label in labels if label != "O" and label not in known), None)
         if unknown is not None:
-            raise line_error(path, lineno, f"{where}: label {unknown!r} is neither O nor one of the episode's {types=}")
+            raise line_error(
+                path, lineno, f"{where}: label {unknown!r} is neither O nor one of the episode's types {types}"
+            )
         docs.append(make_doc(vocab, words, tags_to_spans(labels, "io")))
     return docs
 

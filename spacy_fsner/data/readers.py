@@ -76,7 +76,9 @@ def read_docs(
     if format == "tagged":
         return read_tagged(path, vocab, scheme=scheme, strip_tag_prefix=strip_tag_prefix)
     if scheme not in ("auto", "io"):
-        raise ValueError(f"episode files are IO-tagged; scheme {scheme!r} does not apply to {path} (use 'auto')")
+        raise ValueError(
+            f"episode files are IO-tagged; scheme {scheme!r} does not apply to {path} (use 'auto' or 'io')"
+        )
     return list(_episode_docs(read_episodes(path, vocab), include_support))
 
 

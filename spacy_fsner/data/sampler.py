@@ -49,8 +49,8 @@ class EpisodeSampler:
         self.docs = list(docs)
         self.ways, self.shots, self.query_shots, self.max_attempts = ways, shots, query_shots, max_attempts
         self._counts = [Counter(ent.label_ for ent in doc.ents) for doc in self.docs]
-        self._types = [frozenset(counts) for counts in self._counts]
-        self.types = sorted(set().union(*self._types))
+        self._doc_types = [frozenset(counts) for counts in self._counts]
+        self.types = sorted(set().union(*self._doc_types))
         if ways > len(self.types):
             raise ValueError(
                 f"cannot sample {ways}-way episodes: the sentences have only {len(self.types)} entity types "
@@ -63,7 +63,7 @@ class EpisodeSampler:
         for _ in range(self.max_attempts):
             types = self._rng.sample(self.types, self.ways)
             wanted = frozenset(types)
-            candidates = [i for i, present in enumerate(self._types) if present and present <= wanted]
+            candidates = [i for i, present in enumerate(self._doc_types) if present and present <= wanted]
             support = self._fill(candidates, types, self.shots)
             if support is None:
                 continue

@@ -112,6 +112,8 @@ class ConstrainedGenerator:
         bar = tqdm(total=len(requests), desc="fsner generate", unit="prompt", disable=not progress)
         for indices in groups.values():
             encoded = {i: self.encode(requests[i]) for i in indices}
+            for prefix, suffix in encoded.values():
+                self._check_length(len(prefix) + len(suffix))
             prefix_ids = encoded[indices[0]][0] if self.prefix_cache else []
             cache = self._run_prefix(prefix_ids)
             by_length = sorted(indices, key=lambda i: len(encoded[i][1]) + len(encoded[i][0]))
@@ -129,6 +131,7 @@ class ConstrainedGenerator:
     def generate_naive(self, request: GenerationRequest) -> Generation:
         """One `model.generate` call for one prompt: no batching, no prefix cache (the benchmark's baseline)."""
         prefix_ids, suffix_ids = self.encode(request)
+        self._check_length(len(prefix_ids) + len(suffix_ids))
         input_ids = torch.tensor([prefix_ids + suffix_ids], device=self.model.device)
         constraint = self.constraint(request) if self.constrained else None
         processors = [_ConstraintProcessor(self, constraint, input_ids.shape[1])] if constraint else []
@@ -158,6 +161,15 @@ class ConstrainedGenerator:
             state = constraint.advance(state, tok) if constraint else None
         finished = new_ids[-1] in self.eos_ids or (constraint is not None and constraint.is_done(state))
         return self._generation(new_ids, logprobs, finished, request.fmt)
+
+    def _check_length(self, prompt_length: int) -> None:
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and prompt_length + self.max_new_tokens > limit:
+            raise ValueError(
+                f"A prompt needs {prompt_length + self.max_new_tokens} positions (prompt {prompt_length} + "
+                f"max_new_tokens {self.max_new_tokens}) but the model has {limit}. Lower the component's "
+                "`max_chunk_tokens` (shorter pieces of text per prompt) or `max_new_tokens`."
+            )
 
     def _run_prefix(self, prefix_ids: list[int]) -> DynamicCache | None:
         if not prefix_ids:

@@ -68,33 +68,14 @@ class CausalLM:
             self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)
         return self._generator
 
-    @property
-    def context_limit(self) -> int | None:
-        return getattr(self.generator.model.config, "max_position_embeddings", None)
-
     def __call__(self, prompts: Iterable[Iterable[DocPrompts]]) -> Iterable[Iterable[DocGenerations]]:
         """All prompts of all docs go through the generator together (batched, prefix cached)."""
         per_doc = [list(doc_prompts) for doc_prompts in prompts]
         requests = [r for doc in per_doc for shard in doc for r in shard.requests]
-        self._check_lengths(requests)
         generations = iter(self.generator.generate(requests, progress=self.progress))
         return [
             [DocGenerations(shard, [next(generations) for _ in shard.requests]) for shard in doc] for doc in per_doc
         ]
-
-    def _check_lengths(self, requests) -> None:
-        limit = self.context_limit
-        if limit is None:
-            return
-        for request in requests:
-            prefix, suffix = self.generator.encode(request)
-            needed = len(prefix) + len(suffix) + self.generator.max_new_tokens
-            if needed > limit:
-                raise ValueError(
-                    f"A prompt needs {needed} positions (prompt {len(prefix) + len(suffix)} + max_new_tokens "
-                    f"{self.generator.max_new_tokens}) but the model has {limit}. Lower the component's "
-                    "`max_chunk_tokens` (shorter pieces of text per prompt) or `max_new_tokens`."
-                )
 
     def to_disk(self, path: Path) -> None:
         """Tokenizer and adapter weights (safetensors); the base model is referred to by name or path."""

@@ -16,12 +16,13 @@ def resolve_entities(
     that overlap none of them are kept (spaCy's EntityRuler behaves the same way).
     """
     ranked = sorted(candidates, key=lambda c: (-c[1], -(c[0].end - c[0].start), c[0].start))
-    taken = [False] * (len(existing[0].doc) if existing else (len(candidates[0][0].doc) if candidates else 0))
+    taken: set[int] = set()
     chosen: list[Span] = []
 
     def place(span: Span) -> None:
-        if not any(taken[span.start : span.end]):
-            taken[span.start : span.end] = [True] * (span.end - span.start)
+        tokens = range(span.start, span.end)
+        if taken.isdisjoint(tokens):
+            taken.update(tokens)
             chosen.append(span)
 
     first, second = ([c[0] for c in ranked], existing) if overwrite else (existing, [c[0] for c in ranked])

@@ -38,8 +38,10 @@ class PromptTemplate:
     def prefix(self, label: str, definition: str | None, demonstrations: Sequence[Demonstration] = ()) -> str:
         clause = self.definition.format(label=label, definition=definition) if definition else ""
         before_text = self.input.split("{text}")[0]
-        shots = "".join(self.input.format(text=text) + self.response + self.completion(ents) + "\n\n"
-                        for text, ents in demonstrations)
+        # a demonstration is rendered exactly like a live input followed by its answer
+        shots = "".join(
+            before_text + self.suffix(text) + self.completion(ents) + "\n\n" for text, ents in demonstrations
+        )
         return self.header + self.instruction.format(label=label, definition=clause) + shots + before_text
 
     def suffix(self, text: str) -> str:

@@ -138,9 +138,7 @@ class SubstringConstraint:
                 out.add(self._after_close(state[1] + 1))
             elif kind == "entity":
                 _, length, positions = state
-                kept = frozenset(
-                    p for p in positions if p + length < len(self.source) and self.source[p + length] == b
-                )
+                kept = frozenset(p for p in positions if p + length < len(self.source) and self.source[p + length] == b)
                 if kept:
                     out.add(("entity", length + 1, kept))
                 if b == self.close[0] and self._closable(length, positions):
@@ -159,6 +157,8 @@ class SubstringConstraint:
 
 def char_to_byte_offsets(text: str) -> list[int]:
     """Byte offset of every character offset 0..len(text) in the UTF-8 encoding of `text`."""
+    if text.isascii():
+        return list(range(len(text) + 1))
     offsets = [0]
     for ch in text:
         offsets.append(offsets[-1] + len(ch.encode("utf-8")))

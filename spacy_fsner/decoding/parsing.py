@@ -30,11 +30,14 @@ def parse_response(
 
     The markers are matched without their surrounding spaces so responses of unconstrained models parse too.
     With `token_ends` (byte offset where each generated token ends) and `token_logprobs`, an entity's score is
-    the summed log-probability of every token that wrote part of it; otherwise the score is 0.
+    the summed log-probability of every token that wrote part of it; otherwise the score is 0. Offsets may run
+    past the end of `text` (a character cut off at the end of the generation is not part of it).
     """
+    parsed = ParsedResponse()
+    if fmt.open.strip() not in text:  # no entity (the common answer): skip the regular expressions
+        return parsed
     opener, closer = re.escape(fmt.open.strip()), re.escape(fmt.close.strip())
     byte_at = char_to_byte_offsets(text)
-    parsed = ParsedResponse()
     position = 0
     for match in re.finditer(f"{opener}(.*?){closer}", text, flags=re.DOTALL):
         raw = match.group(1)

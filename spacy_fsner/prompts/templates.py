@@ -54,8 +54,14 @@ class PromptTemplate:
 
     def boilerplate(self) -> str:
         """All fixed text of the template, to train tiny tokenizers on."""
-        return "\n".join([self.prefix("LABEL", "a definition", [("An example .", ["example"])]),
-                          self.suffix("Some input ."), self.completion(["A", "B"]), self.completion([])])
+        return "\n".join(
+            [
+                self.prefix("LABEL", "a definition", [("An example .", ["example"])]),
+                self.suffix("Some input ."),
+                self.completion(["A", "B"]),
+                self.completion([]),
+            ]
+        )
 
 
 @registry.misc("spacy_fsner.CLLMFSTemplate.v1")

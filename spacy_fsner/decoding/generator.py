@@ -98,9 +98,10 @@ class ConstrainedGenerator:
         """
         prefix = self._prefix_ids.get(request.prefix)
         if prefix is None:
-            prefix = self.tokenizer(request.prefix, add_special_tokens=True)["input_ids"]
+            prefix, suffix = encode_prompt(self.tokenizer, request.prefix, request.suffix)
             self._prefix_ids[request.prefix] = prefix
-        return prefix, self.tokenizer(request.suffix, add_special_tokens=False)["input_ids"]
+            return prefix, suffix
+        return prefix, encode_prompt(self.tokenizer, "", request.suffix)[1]  # prefix cached: encode the suffix only
 
     def constraint(self, request: GenerationRequest) -> SubstringConstraint:
         return SubstringConstraint(request.fmt, request.source, request.starts, request.ends, self.trie)
@@ -313,6 +314,33 @@ class _DoneCriteria(StoppingCriteria):
         self.processor._catch_up(input_ids)
         done = self.processor.constraint.is_done(self.processor.state)
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt's prefix (with the tokenizer's special tokens, e.g. BOS) and suffix (without), encoded
+    separately.
+
+    The one definition of how a prompt becomes ids, for generation and for training alike: the generator runs each
+    prefix once and reuses its KV cache for every suffix, so a model trained on the prompt encoded as one string
+    (where tokens may merge across the prefix/suffix border) would see other ids at inference.
+    """
+    return (
+        tokenizer(prefix, add_special_tokens=True)["input_ids"],
+        tokenizer(suffix, add_special_tokens=False)["input_ids"],
+    )
+
+
+def encode_completion(tokenizer: PreTrainedTokenizerBase, completion: str) -> list[int]:
+    """Token ids of a training target: the completion encoded on its own, without special tokens, then EOS.
+
+    This is how TRL appends EOS to a completion, and how the generator writes one: token by token after the
+    suffix, stopping at EOS or the format's end marker.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            "The tokenizer defines no end-of-sequence token; set `eos_token` on it (a training target ends with one)."
+        )
+    return [*tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
 
 
 def decode_generated(data: bytes) -> str:

@@ -1,0 +1,293 @@
+"""Supervised fine-tuning records from annotated Docs: the prompts the component builds, the answers it should write.
+
+Why the records come from the task: a model must be trained on exactly the prompt it sees at inference (template,
+label definitions, demonstrations, chunking) and on the same token ids (prefix and suffix encoded separately, as
+`encode_prompt` defines, so the generator's cached prefix stays valid). So every prompt here is a request of
+`FewShotNERTask.generate_prompts`; only the answers come from the gold `doc.ents`.
+
+One record per (chunk, label) for each label with a gold entity in the chunk, plus some labels without one (the
+model must learn to answer with none, but empty answers dominate when all are kept: see `sft_records`). Columns,
+the contract with the trainer:
+
+- `input_ids`: prefix ids + suffix ids + completion ids (the completion encoded on its own, then EOS).
+- `completion_mask`: 1 on the completion tokens (EOS included), else 0.
+- `token_types`: per token, -1 outside the input text (template, demonstrations, completion), 0 for a token of the
+  input text outside every gold entity, 1 + the label's index in `task.labels` for a token inside a gold entity of
+  any label (for contrastive losses over entity representations). A token is inside the text or an entity when its
+  chars (the tokenizer's offset mapping; byte-level BPE tokens include their leading space) overlap it; a token
+  overlapping two entities takes the first one's type.
+- `label_positions`: positions of the label's name where the instruction mentions it first (the attention anchor
+  of OBP-LLM's contrastive loss).
+- `entity_spans`: `[start, end)` token positions of each gold entity of this record's label, in order.
+- `label`: the record's label.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset, Features, List, Value
+from spacy.tokens import Doc, Span
+from transformers import PreTrainedTokenizerBase
+
+from ..decoding.generator import GenerationRequest, encode_completion, encode_prompt
+from ..pipeline.task import FewShotNERTask
+from ..prompts.templates import PromptTemplate
+
+SFT_FEATURES = Features(
+    {
+        "input_ids": List(Value("int64")),
+        "completion_mask": List(Value("int64")),
+        "token_types": List(Value("int64")),
+        "label_positions": List(Value("int64")),
+        "entity_spans": List(List(Value("int64"), length=2)),
+        "label": Value("string"),
+    }
+)
+"""Column types of `sft_dataset`, fixed so that a dataset whose records all lack entities keeps them."""
+
+Offsets = list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class GoldChunk:
+    """One piece of an annotated doc as the task prompts it, with the gold entities inside it."""
+
+    doc_index: int
+    offset: int
+    """Char offset of the chunk in its doc."""
+    requests: tuple[GenerationRequest, ...]
+    """One per task label, in the order of `labels`."""
+    labels: tuple[str, ...]
+    entities: tuple[Span, ...]
+    """The gold entities inside the chunk, of every label, in order."""
+
+    @property
+    def text(self) -> str:
+        return self.requests[0].source
+
+    def entities_of(self, label: str) -> list[Span]:
+        return [e for e in self.entities if e.label_ == label]
+
+
+def check_labels(docs: Iterable[Doc], task: FewShotNERTask) -> None:
+    """Every entity label in `docs` must be a task label: a prompt is only ever built for the task's labels."""
+    unknown = sorted({e.label_ for doc in docs for e in doc.ents} - set(task.labels))
+    if unknown:
+        raise ValueError(
+            f"The annotated docs have entities labelled {unknown}, which the task does not know (its labels: "
+            f"{list(task.labels)}). Add them to the labels (`--labels`, or `labels` in the component's config) or "
+            "remove those entities from the data."
+        )
+
+
+def entities_in(entities: Sequence[Span], start: int, end: int) -> list[Span]:
+    """The entities that lie inside the chars `[start, end)`, in order."""
+    return [e for e in entities if e.start_char >= start and e.end_char <= end]
+
+
+def gold_chunks(docs: Iterable[Doc], task: FewShotNERTask) -> Iterator[GoldChunk]:
+    """The chunks of `docs` with their requests (from `task.generate_prompts`) and gold entities.
+
+    Raises a ValueError for entity labels the task does not know, and for an entity that lies in no chunk (it
+    crosses a chunk boundary, so no prompt can ask for it): nothing is dropped silently.
+    """
+    docs = list(docs)
+    check_labels(docs, task)
+    for doc_index, (doc, prompts) in enumerate(zip(docs, task.generate_prompts(docs), strict=True)):
+        entities = list(doc.ents)
+        by_offset: dict[int, list[int]] = {}
+        for i, offset in enumerate(prompts.offsets):
+            by_offset.setdefault(offset, []).append(i)
+        chunks = []
+        for offset, indices in by_offset.items():
+            requests = tuple(prompts.requests[i] for i in indices)
+            inside = entities_in(entities, offset, offset + len(requests[0].source))
+            chunks.append(
+                GoldChunk(doc_index, offset, requests, tuple(prompts.labels[i] for i in indices), tuple(inside))
+            )
+        check_placed(doc_index, entities, [(c.offset, c.offset + len(c.text)) for c in chunks])
+        yield from chunks
+
+
+def check_placed(
+    doc_index: int, entities: Sequence[Span], ranges: Sequence[tuple[int, int]], whose: str = "gold"
+) -> None:
+    """Every entity of a doc must lie inside one of its chunks (`ranges`: their chars, in order); name those that
+    do not, and the fix."""
+    starts = [a for a, _ in ranges]
+    lost = []
+    for entity in entities:
+        i = bisect_right(starts, entity.start_char) - 1
+        if i < 0 or entity.end_char > ranges[i][1]:
+            lost.append(entity)
+    if lost:
+        described = ", ".join(f"{e.label_} {e.text!r} (chars {e.start_char}-{e.end_char})" for e in lost)
+        raise ValueError(
+            f"Doc {doc_index}: the {whose} entities {described} cross a chunk boundary, so no prompt can ask for "
+            "them. Fix the sentence boundaries (`doc.sents`) so that no entity crosses one, or raise the task's "
+            "`max_chunk_tokens` (the window length for long sentences)."
+        )
+
+
+def label_char_offset(template: PromptTemplate, label: str, definition: str | None) -> int:
+    """Char offset, in the prefix, of the label where the instruction mentions it first.
+
+    Found from the template's `{label}` field rather than by searching the prefix for the label's string, which
+    may occur earlier (a label named "task" in the alpaca header) or in a demonstration.
+    """
+    clause = template.definition.format(label=label, definition=definition) if definition else ""
+    values = {"label": label, "definition": clause}
+    formatter = string.Formatter()
+    position = len(template.header)
+    for literal, name, spec, conversion in formatter.parse(template.instruction):
+        position += len(literal)
+        if name is None:
+            continue
+        if name == "label":
+            return position
+        value = formatter.convert_field(formatter.get_field(name, (), values)[0], conversion)
+        position += len(formatter.format_field(value, spec or ""))
+    raise ValueError(
+        f"The template's instruction {template.instruction!r} does not mention '{{label}}': training needs the "
+        "label's position in the prompt (and prompts of different labels would be identical). Add '{label}' to it."
+    )
+
+
+def overlaps(start: int, end: int, a: int, b: int) -> bool:
+    """Whether a token's chars `[start, end)` overlap `[a, b)`; a zero-width token counts where strictly inside."""
+    return start < b and end > a
+
+
+class _OffsetEncoder:
+    """Char offsets of the tokens `encode_prompt` gives, cached per text (a prefix serves many records)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"{type(tokenizer).__name__} is a slow tokenizer, which gives no char offsets per token; load a fast "
+                "one (`AutoTokenizer.from_pretrained(name, use_fast=True)`)."
+            )
+        self.tokenizer = tokenizer
+        self._cache: dict[tuple[str, bool], Offsets] = {}
+
+    def offsets(self, text: str, ids: list[int], special_tokens: bool) -> Offsets:
+        key = (text, special_tokens)
+        if key not in self._cache:
+            encoded = self.tokenizer(text, add_special_tokens=special_tokens, return_offsets_mapping=True)
+            if encoded["input_ids"] != ids:
+                raise RuntimeError(
+                    "Encoding with offsets gave other ids than `encode_prompt` for "
+                    f"{text[:60]!r}: keep `_OffsetEncoder` in step with `encode_prompt`."
+                )
+            self._cache[key] = [tuple(o) for o in encoded["offset_mapping"]]
+        return self._cache[key]
+
+
+def sft_records(
+    docs: Iterable[Doc],
+    task: FewShotNERTask,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    absent_labels: int = 1,
+    seed: int = 0,
+    max_length: int | None = None,
+) -> list[dict[str, Any]]:
+    """SFT records (columns: see the module docstring) for the prompts `task` builds for `docs`.
+
+    For each chunk: a record for every label with a gold entity in it, plus `absent_labels` of the labels without
+    one, drawn with a `random.Random(seed)` shared by all chunks (-1: all of them; 0: none). Keeping every empty
+    answer lets the model learn to answer "none" to everything (the first SmolLM2 runs, 70% empty answers, did).
+    Records follow the docs, chunks and the task's label order. A doc without annotation gives records with
+    empty answers. Raises a ValueError for labels the task does not know, entities that cross a chunk boundary,
+    and a record longer than `max_length` tokens (nothing is truncated).
+    """
+    if absent_labels < -1:
+        raise ValueError(f"absent_labels must be -1 (all), 0 or a positive count, got {absent_labels}.")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
+    encoder = _OffsetEncoder(tokenizer)
+    rng = random.Random(seed)
+    label_offsets: dict[str, int] = {}
+    records: list[dict[str, Any]] = []
+    for chunk in gold_chunks(docs, task):
+        present = {e.label_ for e in chunk.entities}
+        absent = [label for label in chunk.labels if label not in present]
+        count = len(absent) if absent_labels == -1 else min(absent_labels, len(absent))
+        kept = present | set(rng.sample(absent, count))
+        for request, label in zip(chunk.requests, chunk.labels, strict=True):
+            if label not in kept:
+                continue
+            if label not in label_offsets:
+                label_offsets[label] = label_char_offset(task.template, label, task.label_definitions.get(label))
+            record = _record(chunk, request, label, label_offsets[label], task, tokenizer, encoder)
+            if max_length is not None and len(record["input_ids"]) > max_length:
+                raise ValueError(
+                    f"The record for doc {chunk.doc_index}, label {label!r}, chunk at char {chunk.offset} "
+                    f"({chunk.text[:40]!r}...) has {len(record['input_ids'])} tokens, more than max_length "
+                    f"{max_length}; it is not truncated. Raise `max_length`, lower the task's `max_chunk_tokens`, or "
+                    "use fewer or shorter demonstrations."
+                )
+            records.append(record)
+    return records
+
+
+def _record(
+    chunk: GoldChunk,
+    request: GenerationRequest,
+    label: str,
+    label_offset: int,
+    task: FewShotNERTask,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: _OffsetEncoder,
+) -> dict[str, Any]:
+    prefix_ids, suffix_ids = encode_prompt(tokenizer, request.prefix, request.suffix)
+    prefix_offsets = encoder.offsets(request.prefix, prefix_ids, special_tokens=True)
+    suffix_offsets = encoder.offsets(request.suffix, suffix_ids, special_tokens=False)
+    if request.prefix[label_offset : label_offset + len(label)] != label:
+        raise RuntimeError(f"label_char_offset disagrees with PromptTemplate.prefix for label {label!r}.")
+    label_positions = [
+        i for i, (s, e) in enumerate(prefix_offsets) if overlaps(s, e, label_offset, label_offset + len(label))
+    ]
+    answer = chunk.entities_of(label)
+    completion_ids = encode_completion(tokenizer, task.template.completion([e.text for e in answer]))
+
+    # char ranges relative to the chunk's text, which starts the suffix
+    typed = [
+        (e.start_char - chunk.offset, e.end_char - chunk.offset, 1 + task.labels.index(e.label_))
+        for e in chunk.entities
+    ]
+    suffix_types = []
+    for s, e in suffix_offsets:
+        if not overlaps(s, e, 0, len(chunk.text)):
+            suffix_types.append(-1)
+        else:
+            suffix_types.append(next((kind for a, b, kind in typed if overlaps(s, e, a, b)), 0))
+
+    entity_spans = []
+    for entity in answer:
+        a, b = entity.start_char - chunk.offset, entity.end_char - chunk.offset
+        inside = [i for i, (s, e) in enumerate(suffix_offsets) if overlaps(s, e, a, b)]
+        if not inside:
+            raise RuntimeError(f"No token of the suffix covers the entity {entity.text!r} (chars {a}-{b}).")
+        entity_spans.append([len(prefix_ids) + inside[0], len(prefix_ids) + inside[-1] + 1])
+
+    prompt_length = len(prefix_ids) + len(suffix_ids)
+    return {
+        "input_ids": prefix_ids + suffix_ids + completion_ids,
+        "completion_mask": [0] * prompt_length + [1] * len(completion_ids),
+        "token_types": [-1] * len(prefix_ids) + suffix_types + [-1] * len(completion_ids),
+        "label_positions": label_positions,
+        "entity_spans": entity_spans,
+        "label": label,
+    }
+
+
+def sft_dataset(records: Sequence[dict[str, Any]]) -> Dataset:
+    """`sft_records` as a `datasets.Dataset` with the column types of `SFT_FEATURES`."""
+    return Dataset.from_list(list(records), features=SFT_FEATURES)

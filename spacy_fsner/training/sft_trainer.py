@@ -1,0 +1,124 @@
+"""`ContrastiveSFTTrainer`: TRL's SFTTrainer plus weighted contrastive objectives (CLLMFS Eq. 6, OBP-LLM Eq. 4).
+
+    loss = NLL(completion tokens) + sum_o weight_o * L_o
+
+The NLL is TRL's own (fused LM head, completion-only on pre-tokenized records with `completion_mask`); each
+objective captures its activations with forward hooks during that same forward pass, so the contrastive terms cost
+no extra forward (except CLLMFS's noise view, see `HiddenStateContrastive`). Every term is logged: `nll` and each
+objective's `name` (e.g. `cl_hidden`, `cl_attention`, unweighted) appear in `trainer.state.log_history` next to
+TRL's `loss` (the total).
+
+Activation checkpointing works (non-reentrant, transformers' default): the hooks keep the first capture of a step,
+and the recomputation during backward is ignored (tested: same loss and gradients with and without it). It is off
+in `contrastive_sft_config` because the small models trained here do not need the memory, and it costs time (about
+20% by TRL's estimate). Reentrant checkpointing runs the layers without autograd: the objectives then raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from .collator import ContrastiveCollator
+from .objectives import OBJECTIVE_COLUMNS, ContrastiveBatch, ContrastiveObjective
+
+
+def contrastive_sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
+    """An SFTConfig with the settings the contrastive trainer relies on; `overrides` win.
+
+    completion_only_loss=True: with pre-tokenized records TRL's default (None) trains on the prompt too, silently.
+    bf16 only on a GPU (TRL defaults to bf16, which fails on a CPU-only machine); no activation checkpointing;
+    report_to=[] (no external loggers); logging every step; no intermediate checkpoints (save the adapter with
+    `trainer.save_model()` at the end).
+    """
+    on_gpu = torch.cuda.is_available() and not overrides.get("use_cpu", False)
+    settings: dict[str, Any] = {
+        "output_dir": output_dir,
+        "completion_only_loss": True,
+        "use_cpu": not on_gpu,
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "activation_checkpointing": False,
+        "report_to": [],
+        "logging_steps": 1,
+        "save_strategy": "no",
+    }
+    settings.update(overrides)
+    return SFTConfig(**settings)
+
+
+class ContrastiveSFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss adds `sum(weight * objective)`; objectives are `ContrastiveObjective`s (disabled ones,
+    e.g. `contrastive=False`, are skipped). Takes the same arguments as `SFTTrainer`, plus `objectives`."""
+
+    def __init__(self, *args: Any, objectives: Sequence[ContrastiveObjective] = (), **kwargs: Any) -> None:
+        # hooks go on the final model (peft-wrapped by SFTTrainer when `peft_config` is given); collator wrapped
+        super().__init__(*args, **kwargs)
+        self.objectives = [objective for objective in objectives if objective.enabled]
+        names = [objective.name for objective in self.objectives]
+        if len(set(names)) != len(names) or "nll" in names:
+            raise ValueError(f"Objective names must be unique and not 'nll' (they are log keys), got {names}.")
+        if self.objectives and (self.args.packing or self.padding_free):
+            raise ValueError("Contrastive objectives need one record per row: set packing=False, padding_free=False.")
+        if self.args.completion_only_loss is None:
+            raise ValueError(
+                "Set completion_only_loss=True in the SFTConfig: with pre-tokenized records TRL's default (None) "
+                "puts the loss on the prompt tokens too."
+            )
+        columns = getattr(self.train_dataset, "column_names", None)
+        if self.objectives and columns is not None and "token_types" not in columns:
+            raise ValueError(
+                f"The training dataset has no `token_types` column (columns: {columns}); the contrastive objectives "
+                f"need {list(OBJECTIVE_COLUMNS[:3])} in every record (see `ContrastiveBatch`)."
+            )
+        # the objective columns must reach compute_loss as padded tensors
+        if not isinstance(self.data_collator, ContrastiveCollator):
+            self.data_collator = ContrastiveCollator(self.data_collator, self.args.truncation_mode)
+        for objective in self.objectives:
+            objective.attach(self.model)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # keep the objective columns, which `remove_unused_columns` would drop (not inputs of the model's forward)
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [
+            *self._signature_columns,
+            *(c for c in OBJECTIVE_COLUMNS if c not in self._signature_columns),
+        ]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # NLL from TRL (objective columns removed: the model's forward does not take them) + weighted objectives
+        batch = ContrastiveBatch.pop_from(inputs)
+        for objective in self.objectives:
+            objective.reset()
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        if not self.objectives:
+            return result
+        if batch is None:
+            raise ValueError(
+                f"The batch has none of the columns {list(OBJECTIVE_COLUMNS)} that the objectives need: build the "
+                "dataset with them (see `ContrastiveBatch`)."
+            )
+        nll = result[0] if return_outputs else result
+        mode = "train" if self.model.training else "eval"
+        # like TRL's aux loss: with num_items_in_batch the Trainer does not divide the loss by the accumulation steps
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        total = nll
+        try:
+            for objective in self.objectives:
+                value = objective.compute(batch)
+                total = total + objective.weight * value / steps
+                self._metrics[mode][objective.name].append(value.detach().item())
+        finally:
+            for objective in self.objectives:
+                objective.reset()
+        self._metrics[mode]["nll"].append(nll.detach().item() * steps)
+        return (total, result[1]) if return_outputs else total
+
+    def remove_hooks(self) -> None:
+        """Detach the objectives' hooks from the model (e.g. before saving or generating with it)."""
+        for objective in self.objectives:
+            objective.detach()

@@ -15,4 +15,5 @@ from . import (  # noqa: E402,F401  (register the commands)
     fetch_model,
     sample_episodes,
     tiny_model,
+    train,
 )

@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import typer
+
+from ._app import app
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_command(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training config (pipeline + [train])."),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        file_okay=False,
+        help="Directory for adapter, pipeline, "
+        "metrics.json, curves.png and checkpoints (a killed run resumes from it).",
+    ),
+) -> None:
+    """Train the fsner pipeline of CONFIG (one stage: SFT with its objectives, or DPO), like `spacy train`:
+    overrides as --section.key value (e.g. --paths.train corpus/train.spacy --paths.base_model models/smollm2)."""
+    from spacy.cli._util import parse_config_overrides
+
+    from ..training.run import run_training
+
+    try:
+        overrides = parse_config_overrides(ctx.args)
+        pipeline = run_training(config, output, overrides)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"trained pipeline: {pipeline} (metrics: {output / 'metrics.json'})")

@@ -1,0 +1,285 @@
+"""One training stage from a config: the pipeline to train, its corpus, LoRA and optimiser settings, objectives.
+
+The config has the sections of a pipeline config (`[nlp]`, `[components]`: the `fsner` component whose prompts the
+model learns to answer, exactly as it will see them) plus `[train]`. `[paths]` names the corpus (`train`), the base
+model (`base_model`) and, to continue training an adapter (target-domain training after the source domain, or DPO
+after SFT), that adapter (`adapter`). `run_training` writes to the output directory:
+
+- `adapter/`: the LoRA adapter (PEFT `save_pretrained`);
+- `pipeline/`: a complete spaCy pipeline with the adapter inside (`spacy.load` works on it anywhere the base model
+  can be found: a hub id or a `fetch-model` name, never a path into this machine's training directory);
+- `metrics.json`: the settings and the log history (NLL, each objective, DPO rewards), and `curves.png`;
+- `checkpoints/`: the trainer's checkpoints; a killed run started again resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from confection import Config
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.util import load_model_from_config, registry
+
+from ..models.loading import load_base_model, load_tokenizer, model_location
+
+STAGES = ("sft", "dpo")
+"""sft: next-token loss on the answers plus the configured contrastive objectives (none for source-domain
+training); dpo: preference pairs (boundary shifts, error feedback) with the SFT term mixed in."""
+
+PAIR_KINDS = ("boundary", "error")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+@dataclass
+class DPOSettings:
+    beta: float = 0.1
+    sft_weight: float = 0.2
+    pairs: list[str] = field(default_factory=lambda: list(PAIR_KINDS))
+
+
+@dataclass
+class TrainSettings:
+    """`[train]`: what a stage does and how long (the papers' values are the defaults where they give them)."""
+
+    stage: str = "sft"
+    seed: int = 0
+    absent_labels: int = 1
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    learning_rate: float = 3e-4
+    warmup_ratio: float = 0.1
+    max_length: int | None = None
+    save_steps: int = 50
+    logging_steps: int = 1
+    threads: int = 0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    objectives: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"[train] stage = {self.stage!r}: use one of {list(STAGES)}.")
+        unknown = sorted(set(self.dpo.pairs) - set(PAIR_KINDS))
+        if unknown or not self.dpo.pairs:
+            raise ValueError(f"[train.dpo] pairs = {self.dpo.pairs}: use a non-empty subset of {list(PAIR_KINDS)}.")
+        if self.stage == "dpo" and self.objectives:
+            raise ValueError("[train.objectives] are SFT terms: remove them from a DPO stage's config.")
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> TrainSettings:
+        section = dict(section)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"[train] has unknown settings {unknown}: the settings are {sorted(known)}.")
+        lora = LoraSettings(**section.pop("lora", {}))
+        dpo = DPOSettings(**section.pop("dpo", {}))
+        objectives = section.pop("objectives", {})
+        return cls(**section, lora=lora, dpo=dpo, objectives=objectives)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Training config {path} not found: pass a config file such as configs/obp.cfg.")
+    config = Config().from_disk(path, overrides=overrides or {}, interpolate=False)
+    missing = [s for s in ("nlp", "components", "train") if s not in config]
+    if missing:
+        raise ValueError(f"{path} has no {missing} section(s): a training config is a pipeline config plus [train].")
+    return config
+
+
+def read_training_docs(path: str | Path, nlp_vocab) -> list[Doc]:
+    """Gold docs of any corpus format `evaluate` reads (.spacy, CoNLL, token-tag, episode JSONL: its sentences)."""
+    from ..data.readers import read_docs
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Training corpus {path} not found: set --paths.train to a .spacy, CoNLL, token-tag or episode file."
+        )
+    if path.suffix == ".spacy":
+        from spacy.tokens import DocBin
+
+        return list(DocBin().from_disk(path).get_docs(nlp_vocab))
+    return list(read_docs(path, nlp_vocab, include_support=True))
+
+
+def build_pipeline(config: Config, docs_labels: list[str]) -> Language:
+    """The pipeline of the config (labels from the corpus when the component lists none)."""
+    config = Config(config).interpolate()
+    pipeline_config = Config({key: value for key, value in config.items() if key != "train"})
+    fsner = pipeline_config["components"].get("fsner")
+    if fsner is None:
+        raise ValueError("The config's [components] has no `fsner` component to train.")
+    if not fsner.get("labels"):
+        fsner["labels"] = docs_labels
+    return load_model_from_config(pipeline_config, auto_fill=True, validate=True)
+
+
+def run_training(config_path: str | Path, output: str | Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Run the stage of `config_path` and write adapter, pipeline, metrics and curves to `output`."""
+    from spacy.lang.en import English
+
+    config = load_config(config_path, overrides)
+    resolved = Config(config).interpolate()
+    settings = TrainSettings.from_config(resolved["train"])
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    train_path = resolved["paths"].get("train")
+    if not train_path:
+        raise ValueError("No training corpus: set [paths] train in the config or pass --paths.train FILE.")
+    docs = read_training_docs(train_path, English().vocab)
+    labels = sorted({e.label_ for doc in docs for e in doc.ents})
+    nlp = build_pipeline(config, labels)
+    component = nlp.get_pipe("fsner")
+    model = _trainable_model(component.model, settings.lora)
+    tokenizer = load_tokenizer(model_location(component.model.name), component.model.trust_remote_code)
+    trainer = (_sft_trainer if settings.stage == "sft" else _dpo_trainer)(
+        settings, docs, nlp, model, tokenizer, output / "checkpoints"
+    )
+    checkpoint = _last_checkpoint(output / "checkpoints")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if hasattr(trainer, "remove_hooks"):
+        trainer.remove_hooks()
+    adapter = output / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)
+    trainer.model.save_pretrained(adapter)
+    history = trainer.state.log_history
+    pipeline = _save_pipeline(config, labels, adapter, output / "pipeline")
+    metrics = {
+        "settings": {
+            "config": str(config_path),
+            "stage": settings.stage,
+            "train": str(train_path),
+            "n_docs": len(docs),
+            "labels": list(component.labels),
+            "resumed_from": checkpoint,
+            "train_settings": asdict(settings) | {"objectives": sorted(settings.objectives)},
+        },
+        "log_history": history,
+    }
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
+    from .curves import plot_curves
+
+    plot_curves(history, output / "curves.png")
+    return pipeline
+
+
+def _trainable_model(causal_lm, lora: LoraSettings):
+    """The base model in float32 with a trainable LoRA adapter: the configured adapter continued, else a new one."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = load_base_model(
+        model_location(causal_lm.name),
+        causal_lm.dtype,
+        causal_lm.device,
+        causal_lm.trust_remote_code,
+        causal_lm.revision,
+    ).train()
+    if causal_lm.adapter is not None:
+        return PeftModel.from_pretrained(base, causal_lm.adapter, is_trainable=True)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, config)
+
+
+def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
+    from ..data.sft import sft_dataset, sft_records
+    from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
+
+    task = nlp.get_pipe("fsner").task
+    records = sft_records(
+        docs, task, tokenizer, absent_labels=settings.absent_labels, seed=settings.seed, max_length=settings.max_length
+    )
+    if not records:
+        raise ValueError("The training corpus gave no SFT records (no non-empty sentences): check --paths.train.")
+    objectives = [registry.resolve({"objective": spec})["objective"] for spec in settings.objectives.values()]
+    args = contrastive_sft_config(str(checkpoints), **_trainer_args(settings), max_length=None)
+    return ContrastiveSFTTrainer(
+        model=model, args=args, train_dataset=sft_dataset(records), processing_class=tokenizer, objectives=objectives
+    )
+
+
+def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
+    from ..data.preferences import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
+    from .dpo_trainer import build_dpo_trainer
+
+    task = nlp.get_pipe("fsner").task
+    pairs = boundary_shift_pairs(docs, task) if "boundary" in settings.dpo.pairs else []
+    if "error" in settings.dpo.pairs:
+        predicted = list(
+            nlp.pipe(Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in docs)
+        )
+        pairs += error_feedback_pairs(docs, predicted, task)
+    if not pairs:
+        raise ValueError("No preference pairs: the corpus has no entities to shift and the model made no error.")
+    random.Random(settings.seed).shuffle(pairs)
+    return build_dpo_trainer(
+        model,
+        tokenizer,
+        dpo_dataset(pairs, tokenizer, max_length=settings.max_length),
+        str(checkpoints),
+        beta=settings.dpo.beta,
+        sft_weight=settings.dpo.sft_weight,
+        **_trainer_args(settings),
+    )
+
+
+def _trainer_args(settings: TrainSettings) -> dict[str, Any]:
+    return {
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.gradient_accumulation,
+        "learning_rate": settings.learning_rate,
+        "warmup_steps": settings.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        "logging_steps": settings.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps,
+        "seed": settings.seed,
+        "disable_tqdm": False,
+    }
+
+
+def _last_checkpoint(directory: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+
+
+def _save_pipeline(config: Config, labels: list[str], adapter: Path, output: Path) -> Path:
+    """The trained pipeline: the adapter inside it, the base model referred to by its name (as configured)."""
+    config = Config(config)
+    config["paths"]["adapter"] = str(adapter)
+    nlp = build_pipeline(config, labels)
+    nlp.get_pipe("fsner").model.generator  # noqa: B018  load now, from the adapter, before it is copied inside
+    shutil.rmtree(output, ignore_errors=True)
+    nlp.config["paths"]["adapter"] = None
+    nlp.to_disk(output)
+    return output

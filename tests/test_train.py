@@ -1,0 +1,115 @@
+"""`python -m spacy_fsner train`: a stage from a config on the tiny model; outputs, resume, continued adapters."""
+
+from pathlib import Path
+
+import pytest
+import spacy
+import torch
+from safetensors.torch import load_file
+from spacy.tokens import DocBin
+from typer.testing import CliRunner
+
+from spacy_fsner.cli import app
+from spacy_fsner.data.readers import read_docs
+from spacy_fsner.training.run import TrainSettings, run_training
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "obp.cfg"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def corpus(shared_data, tmp_path_factory) -> Path:
+    docs = [d for d in read_docs(shared_data / "conll2003" / "eng.train", spacy.blank("en").vocab) if d.ents][:12]
+    path = tmp_path_factory.mktemp("corpus") / "train.spacy"
+    DocBin(docs=docs).to_disk(path)
+    return path
+
+
+def _overrides(corpus: Path, model: Path, **train) -> dict:
+    settings = {"max_steps": 4, "batch_size": 4, "save_steps": 2, "threads": 1, **train}
+    return {
+        "paths.train": str(corpus),
+        "paths.base_model": str(model),
+        **{f"train.{k}": v for k, v in settings.items()},
+    }
+
+
+def _adapter(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "adapter" / "adapter_model.safetensors")
+
+
+def test_sft_stage_writes_adapter_pipeline_metrics_and_curves(corpus, tiny_model_dir, tmp_path):
+    overrides = [arg for k, v in _overrides(corpus, tiny_model_dir).items() for arg in (f"--{k}", str(v))]
+    result = CliRunner().invoke(app, ["train", str(CONFIG), "--output", str(tmp_path / "out"), *overrides])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "curves.png").stat().st_size > 1000
+    metrics = (out / "metrics.json").read_text()
+    assert '"cl_attention"' in metrics and '"nll"' in metrics and '"stage": "sft"' in metrics
+    nlp = spacy.load(out / "pipeline")
+    assert nlp.get_pipe("fsner").labels == ("LOC", "MISC", "ORG", "PER")  # from the corpus: the config lists none
+    assert nlp.config["paths"]["adapter"] is None, "the saved pipeline carries its adapter, not a path to it"
+    assert (out / "pipeline" / "fsner" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+    nlp("EU rejects German call to boycott British lamb .")
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_adapter(corpus, tiny_model_dir, tmp_path):
+    overrides = _overrides(corpus, tiny_model_dir)
+    run_training(CONFIG, tmp_path / "whole", overrides)
+    run_training(CONFIG, tmp_path / "killed", overrides)
+    for gone in ("checkpoints/checkpoint-4", "adapter", "pipeline"):  # as if killed after step 3
+        import shutil
+
+        shutil.rmtree(tmp_path / "killed" / gone)
+    run_training(CONFIG, tmp_path / "killed", overrides)
+    assert '"resumed_from"' in (tmp_path / "killed" / "metrics.json").read_text()
+    assert "checkpoint-2" in (tmp_path / "killed" / "metrics.json").read_text()
+    whole, resumed = _adapter(tmp_path / "whole"), _adapter(tmp_path / "killed")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_configured_adapter_is_continued(corpus, tiny_model_dir, tmp_path):
+    run_training(CONFIG, tmp_path / "source", _overrides(corpus, tiny_model_dir, max_steps=2))
+    source = _adapter(tmp_path / "source")
+    overrides = _overrides(corpus, tiny_model_dir, max_steps=1, learning_rate=0.0)
+    overrides["paths.adapter"] = str(tmp_path / "source" / "adapter")
+    run_training(CONFIG, tmp_path / "target", overrides)
+    target = _adapter(tmp_path / "target")
+    assert target.keys() == source.keys()
+    for key in source:  # learning rate 0: the continued adapter is exactly the source one
+        torch.testing.assert_close(target[key], source[key])
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"stage": "rlhf"}, r"stage = 'rlhf': use one of \['sft', 'dpo'\]"),
+        ({"epoch": 3}, r"unknown settings \['epoch'\]"),
+        ({"dpo": {"pairs": ["swap"]}}, r"pairs = \['swap'\]"),
+        ({"stage": "dpo", "objectives": {"cl": {}}}, r"remove them from a DPO stage"),
+    ],
+)
+def test_bad_train_settings_say_what_to_change(section, message):
+    with pytest.raises(ValueError, match=message):
+        TrainSettings.from_config(section)
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path, tiny_model_dir):
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(CONFIG),
+            "--output",
+            str(tmp_path / "o"),
+            "--paths.base_model",
+            str(tiny_model_dir),
+            "--paths.train",
+            "nope.spacy",
+        ],
+    )
+    assert result.exit_code == 1 and "Training corpus nope.spacy not found" in result.output

@@ -113,3 +113,17 @@ def test_missing_corpus_is_a_clear_error(tmp_path, tiny_model_dir):
         ],
     )
     assert result.exit_code == 1 and "Training corpus nope.spacy not found" in result.output
+
+
+def test_dpo_stage_continues_the_sft_adapter_with_both_kinds_of_pairs(corpus, tiny_model_dir, tmp_path):
+    run_training(CONFIG, tmp_path / "sft", _overrides(corpus, tiny_model_dir, max_steps=2))
+    overrides = _overrides(corpus, tiny_model_dir, max_steps=3, batch_size=2, learning_rate=0.001)
+    overrides["paths.adapter"] = str(tmp_path / "sft" / "adapter")
+    run_training(REPO / "configs" / "obp_dpo.cfg", tmp_path / "dpo", overrides)
+    metrics = (tmp_path / "dpo" / "metrics.json").read_text()
+    assert '"stage": "dpo"' in metrics and '"rewards/margins"' in metrics and '"rewards/accuracies"' in metrics
+    assert not (tmp_path / "dpo" / "adapter" / "ref").exists(), "only the trained adapter is saved, not DPO's ref"
+    sft, dpo = _adapter(tmp_path / "sft"), _adapter(tmp_path / "dpo")
+    assert sft.keys() == dpo.keys()
+    assert any(not torch.equal(sft[key], dpo[key]) for key in sft), "DPO moved the continued adapter"
+    spacy.load(tmp_path / "dpo" / "pipeline")("EU rejects German call to boycott British lamb .")

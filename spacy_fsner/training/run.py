@@ -164,7 +164,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
         trainer.remove_hooks()
     adapter = output / "adapter"
     shutil.rmtree(adapter, ignore_errors=True)
-    trainer.model.save_pretrained(adapter)
+    trainer.model.save_pretrained(adapter, selected_adapters=["default"])  # not DPO's frozen `ref` copy
     history = trainer.state.log_history
     pipeline = _save_pipeline(config, labels, adapter, output / "pipeline")
     metrics = {
@@ -227,28 +227,30 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
 
 
 def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
+    """Pairs from boundary shifts and from the current pipeline's errors on the training docs; the adapter being
+    continued (the SFT one) is the frozen reference."""
     from ..data.preferences import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
-    from .dpo_trainer import build_dpo_trainer
+    from .dpo_trainer import build_dpo_trainer, dpo_config
 
     task = nlp.get_pipe("fsner").task
     pairs = boundary_shift_pairs(docs, task) if "boundary" in settings.dpo.pairs else []
     if "error" in settings.dpo.pairs:
-        predicted = list(
-            nlp.pipe(Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in docs)
-        )
-        pairs += error_feedback_pairs(docs, predicted, task)
+        fresh = (Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in docs)
+        pairs += error_feedback_pairs(docs, list(nlp.pipe(fresh)), task)
     if not pairs:
         raise ValueError("No preference pairs: the corpus has no entities to shift and the model made no error.")
     random.Random(settings.seed).shuffle(pairs)
-    return build_dpo_trainer(
-        model,
-        tokenizer,
-        dpo_dataset(pairs, tokenizer, max_length=settings.max_length),
+    trainer_args = _trainer_args(settings)
+    warmup = trainer_args.pop("warmup_steps")
+    args = dpo_config(
         str(checkpoints),
         beta=settings.dpo.beta,
         sft_weight=settings.dpo.sft_weight,
-        **_trainer_args(settings),
+        warmup_ratio=warmup,
+        max_length=settings.max_length,
+        **trainer_args,
     )
+    return build_dpo_trainer(model, tokenizer, dpo_dataset(pairs, tokenizer, max_length=settings.max_length), args)
 
 
 def _trainer_args(settings: TrainSettings) -> dict[str, Any]:

@@ -127,3 +127,19 @@ def test_dpo_stage_continues_the_sft_adapter_with_both_kinds_of_pairs(corpus, ti
     assert sft.keys() == dpo.keys()
     assert any(not torch.equal(sft[key], dpo[key]) for key in sft), "DPO moved the continued adapter"
     spacy.load(tmp_path / "dpo" / "pipeline")("EU rejects German call to boycott British lamb .")
+
+
+@pytest.mark.parametrize("name", ["obp_source.cfg", "obp.cfg", "obp_dpo.cfg", "cllmfs.cfg"])
+def test_shipped_training_configs_resolve(name):
+    from confection import Config
+    from spacy.util import registry
+
+    from spacy_fsner.training.run import load_config
+
+    config = Config(load_config(REPO / "configs" / name)).interpolate()
+    settings = TrainSettings.from_config(config["train"])
+    objectives = [registry.resolve({"o": spec})["o"] for spec in settings.objectives.values()]
+    expected = {"obp.cfg": ["cl_attention"], "cllmfs.cfg": ["cl_hidden"]}.get(name, [])
+    assert [o.name for o in objectives] == expected
+    assert settings.stage == ("dpo" if name == "obp_dpo.cfg" else "sft")
+    assert settings.lora.r == 8 and settings.lora.alpha == 16

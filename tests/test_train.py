@@ -143,3 +143,47 @@ def test_shipped_training_configs_resolve(name):
     assert [o.name for o in objectives] == expected
     assert settings.stage == ("dpo" if name == "obp_dpo.cfg" else "sft")
     assert settings.lora.r == 8 and settings.lora.alpha == 16
+
+
+def test_spacy_package_builds_a_wheel_that_runs_in_a_fresh_virtual_environment(corpus, tiny_model_dir, tmp_path):
+    """The adapter travels inside the wheel; the base model is found by its configured name (here an absolute path:
+    the tiny model exists only on this machine; a hub id or fetch-model name works anywhere)."""
+    import json
+    import subprocess
+    import sys
+
+    run_training(CONFIG, tmp_path / "out", _overrides(corpus, tiny_model_dir, max_steps=2))
+    text = "EU rejects German call to boycott British lamb ."
+    expected = [(e.start_char, e.end_char, e.label_) for e in spacy.load(tmp_path / "out" / "pipeline")(text).ents]
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "package",
+        str(tmp_path / "out" / "pipeline"),
+        str(packages),
+        "--build",
+        "wheel",
+        "--name",
+        "fsner_test",
+        "--version",
+        "0.0.1",
+    ]
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = packages.glob("*/dist/*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True, capture_output=True
+    )
+    script = (
+        f"import json, spacy; doc = spacy.load('en_fsner_test')({text!r}); "
+        "print(json.dumps([[e.start_char, e.end_char, e.label_] for e in doc.ents]))"
+    )
+    result = subprocess.run([python, "-c", script], check=True, capture_output=True, text=True, cwd=venv)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [list(e) for e in expected]
+    listing = subprocess.run([python, "-m", "pip", "show", "-f", "en_fsner_test"], capture_output=True, text=True)
+    assert "fsner/model/adapter/adapter_model.safetensors" in listing.stdout

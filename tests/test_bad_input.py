@@ -47,7 +47,10 @@ def test_directory_that_is_not_a_model(tmp_path):
 
 
 def test_hub_id_without_network_or_cache_explains_what_to_do(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once at import: no retries
     nlp = _add(fsner_config(Path("meta-llama/Llama-3.1-8B"), dtype="bfloat16"))  # loading is lazy
     with pytest.raises(OSError, match="must already be in the local Hugging Face cache"):
         nlp("Angela Merkel visited Paris.")

@@ -1,0 +1,135 @@
+"""In-context few-shot quality of real models: the baselines that training must beat.
+
+For each model and template: span F1 on Few-NERD INTER dev 5-way 1~2-shot episodes (each episode's support set
+as demonstrations; Few-NERD and Hou protocols) with the seconds per episode, and span F1 on CoNLL-2003 test
+sentences with a few CoNLL training sentences as demonstrations. Prints a Markdown table; one JSON per run.
+
+    python bench/incontext_quality.py --models smollm2-135m-instruct gemma3-270m --episodes 50 --sentences 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from itertools import islice
+from pathlib import Path
+
+import spacy
+import torch
+
+from spacy_fsner.data.episodes import read_episodes
+from spacy_fsner.data.readers import read_docs
+from spacy_fsner.evaluation.protocols import evaluate_corpus, evaluate_episodes
+from spacy_fsner.evaluation.report import to_json
+
+CONLL_LABELS = {
+    "PER": "the name of a specific person",
+    "LOC": "the name of a specific place, such as a country, city or river",
+    "ORG": "the name of a specific organisation, company, team or institution",
+    "MISC": "a named nationality, event, work or other proper name that is not a person, place or organisation",
+}
+TEMPLATES = {"cllmfs": "spacy_fsner.CLLMFSTemplate.v1", "alpaca": "spacy_fsner.AlpacaTemplate.v1"}
+
+
+def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int) -> spacy.Language:
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "fsner",
+        config={
+            "labels": list(labels),
+            "label_definitions": {k: v for k, v in labels.items() if v},
+            "template": {"@misc": TEMPLATES[template]},
+            "model": {
+                "@llm_models": "spacy_fsner.CausalLM.v1",
+                "name": model,
+                "batch_size": 64,
+                "max_new_tokens": max_new_tokens,
+            },
+        },
+    )
+    return nlp
+
+
+def demonstrations(path: Path, vocab, n: int) -> list:
+    """The first `n` training sentences with at least two entities whose types together cover all labels early."""
+    chosen, seen = [], set()
+    for doc in read_docs(path, vocab):
+        types = {e.label_ for e in doc.ents}
+        if len(doc.ents) >= 2 and (types - seen or len(seen) == len(CONLL_LABELS)):
+            chosen.append(doc)
+            seen |= types
+        if len(chosen) == n:
+            break
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"])
+    parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=list(TEMPLATES))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--sentences", type=int, default=200)
+    parser.add_argument("--demos", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=Path("metrics/incontext"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    episode_file = args.data / "fewnerd" / "episodes_sample" / "inter" / "dev_5_1.recased.jsonl"
+    rows = []
+    for model in args.models:
+        for template in args.templates:
+            nlp = build(model, template, CONLL_LABELS, args.max_new_tokens)
+            episodes = list(islice(read_episodes(episode_file, nlp.vocab), args.episodes))
+            start = time.perf_counter()
+            results = evaluate_episodes(nlp, episodes, batch_size=64, progress=False)
+            per_episode = (time.perf_counter() - start) / len(episodes)
+            settings = {
+                "model": model,
+                "template": template,
+                "data": str(episode_file),
+                "n_episodes": len(episodes),
+                "seconds_per_episode": per_episode,
+                "threads": torch.get_num_threads(),
+            }
+            to_json(results, settings, args.output / f"{model}-{template}-fewnerd.json")
+            fewnerd, hou = results["fewnerd_episodes"].f, results["hou_episodes"].f
+
+            nlp = build(model, template, CONLL_LABELS, args.max_new_tokens)
+            demos = demonstrations(args.data / "conll2003" / "eng.train", nlp.vocab, args.demos)
+            nlp.get_pipe("fsner").adapt(demos)
+            gold = list(islice(read_docs(args.data / "conll2003" / "eng.testb", nlp.vocab), args.sentences))
+            start = time.perf_counter()
+            conll = evaluate_corpus(nlp, gold, batch_size=64, progress=False)
+            per_sentence = (time.perf_counter() - start) / len(gold)
+            to_json(
+                conll,
+                {
+                    "model": model,
+                    "template": template,
+                    "n_docs": len(gold),
+                    "demonstrations": [d.text for d in demos],
+                    "seconds_per_sentence": per_sentence,
+                },
+                args.output / f"{model}-{template}-conll.json",
+            )
+            rows.append((model, template, fewnerd, hou, per_episode, conll["span_exact"].f, per_sentence))
+            print(json.dumps(rows[-1]), flush=True)
+    print(
+        f"\n{args.episodes} Few-NERD INTER dev 5-way 1~2-shot episodes; {args.sentences} CoNLL-2003 test "
+        f"sentences with {args.demos} demonstrations; {torch.get_num_threads()} threads\n"
+    )
+    print("| model | template | Few-NERD F1 | Hou F1 | s/episode | CoNLL F1 | s/sentence |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for model, template, fewnerd, hou, per_episode, conll, per_sentence in rows:
+        print(
+            f"| {model} | {template} | {100 * fewnerd:.2f} | {100 * hou:.2f} | {per_episode:.1f} | "
+            f"{100 * conll:.2f} | {per_sentence:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The training objectives side by side on the same data and budget (training issue, item 10).
+
+For each variant (SFT, SFT+CL, SFT+CL+noise: configs/cllmfs.cfg; SFT+attention CL: configs/obp.cfg with the same
+CLLMFS template) and each seed: train on the first `--train-sentences` CoNLL-2003 training sentences with entities for
+`--steps` steps, then span F1 and the boundary-error rate on the first `--test-sentences` test sentences, and the
+seconds per training step. Optionally a DPO stage after each SFT run (`--dpo-steps`), with the boundary-error rate
+before and after. Prints a Markdown table (mean and spread over seeds) and writes one JSON per run.
+
+    python bench/training_objectives.py --model smollm2-135m-instruct --steps 100 --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from itertools import islice
+from pathlib import Path
+
+import spacy
+import torch
+from spacy.tokens import DocBin
+
+from spacy_fsner.data.readers import read_docs
+from spacy_fsner.evaluation.protocols import evaluate_corpus
+from spacy_fsner.training.run import run_training
+
+REPO = Path(__file__).resolve().parents[1]
+CLLMFS = {"@misc": "spacy_fsner.CLLMFSTemplate.v1"}
+VARIANTS = {
+    "sft": ("cllmfs.cfg", {"train.objectives.cl.contrastive": False, "train.objectives.cl.noise": False}),
+    "sft+cl": ("cllmfs.cfg", {"train.objectives.cl.noise": False}),
+    "sft+cl+noise": ("cllmfs.cfg", {}),
+    "sft+attention-cl": ("obp.cfg", {"components.fsner.template": CLLMFS}),
+}
+
+
+def corpus(path: Path, out: Path, n: int, with_entities: bool) -> Path:
+    docs = (d for d in read_docs(path, spacy.blank("en").vocab) if d.ents or not with_entities)
+    DocBin(docs=list(islice(docs, n))).to_disk(out)
+    return out
+
+
+def score(pipeline: Path, gold: Path, limit: int) -> dict[str, float]:
+    nlp = spacy.load(pipeline)
+    docs = list(islice(DocBin().from_disk(gold).get_docs(nlp.vocab), limit))
+    results = evaluate_corpus(nlp, docs, batch_size=64, progress=False)
+    return {"f": results["span_exact"].f, "boundary_error_rate": results["boundary_errors"].rate}
+
+
+def cell(runs: list[dict], key: str) -> str:
+    """Mean and half the range over seeds, in percent."""
+    values = [100 * r[key] for r in runs]
+    return f"{statistics.mean(values):.2f} ± {(max(values) - min(values)) / 2:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/conll2003"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--train-sentences", type=int, default=150)
+    parser.add_argument("--test-sentences", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dpo-steps", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=Path("bench/results/objectives"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.output.mkdir(parents=True, exist_ok=True)
+    train = corpus(args.data / "eng.train", args.output / "train.spacy", args.train_sentences, True)
+    test = corpus(args.data / "eng.testb", args.output / "test.spacy", args.test_sentences, False)
+    rows: dict[str, list[dict]] = {}
+    for variant in args.variants:
+        config, extra = VARIANTS[variant]
+        for seed in args.seeds:
+            out = args.output / f"{variant}-seed{seed}"
+            base = {
+                "paths.train": str(train),
+                "paths.base_model": args.model,
+                "train.batch_size": args.batch_size,
+                "train.seed": seed,
+                "train.save_steps": 10**6,
+            }
+            overrides = {**base, "train.max_steps": args.steps, **extra}
+            start = time.perf_counter()
+            run_training(REPO / "configs" / config, out / "sft", overrides)
+            history = json.loads((out / "sft" / "metrics.json").read_text())["log_history"]
+            runtime = next(e["train_runtime"] for e in history if "train_runtime" in e)
+            run = {
+                "variant": variant,
+                "seed": seed,
+                "seconds_per_step": runtime / args.steps,
+                "wall_seconds": time.perf_counter() - start,
+                **score(out / "sft" / "pipeline", test, args.test_sentences),
+            }
+            if args.dpo_steps:
+                dpo = {**base, "train.max_steps": args.dpo_steps, "paths.adapter": str(out / "sft" / "adapter")}
+                dpo["components.fsner.template"] = CLLMFS
+                run_training(REPO / "configs" / "obp_dpo.cfg", out / "dpo", dpo)
+                after = score(out / "dpo" / "pipeline", test, args.test_sentences)
+                run |= {"dpo_f": after["f"], "dpo_boundary_error_rate": after["boundary_error_rate"]}
+            (out / "result.json").write_text(json.dumps(run, indent=2) + "\n")
+            rows.setdefault(variant, []).append(run)
+            print(json.dumps(run), flush=True)
+    print(
+        f"\n{args.model}: {args.train_sentences} CoNLL-2003 train sentences, {args.steps} steps of batch "
+        f"{args.batch_size}, seeds {args.seeds}; span F1 on {args.test_sentences} test sentences\n"
+    )
+    print(
+        "| variant | span F1 (mean ± spread) | boundary-error rate | s/step |"
+        + (" F1 after DPO | boundary errors after DPO |" if args.dpo_steps else "")
+    )
+    print("|---|---:|---:|---:|" + ("---:|---:|" if args.dpo_steps else ""))
+    for variant, runs in rows.items():
+        line = f"| {variant} | {cell(runs, 'f')} | {cell(runs, 'boundary_error_rate')} | "
+        line += f"{statistics.mean(r['seconds_per_step'] for r in runs):.2f} |"
+        if args.dpo_steps:
+            line += f" {cell(runs, 'dpo_f')} | {cell(runs, 'dpo_boundary_error_rate')} |"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,14 +29,26 @@ def evaluate_command(
     limit: int = typer.Option(0, "--limit", help="only the first N docs or episodes (0: all)"),
     data_format: str = typer.Option("auto", "--format", help="auto, conll, tagged or episodes (not for .spacy)"),
     scheme: str = typer.Option("auto", "--scheme", help="tag scheme of the data (see `convert`)"),
+    fine_tune_steps: int = typer.Option(
+        0,
+        "--fine-tune-steps",
+        help="episodes: train a LoRA adapter on each episode's support set for this many steps "
+        "(spacy_fsner.FineTuneAdaptation.v1) instead of in-prompt demonstrations (0)",
+    ),
 ) -> None:
     """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output."""
     from ..evaluation.protocols import evaluate
     from ..evaluation.report import to_json, to_markdown
 
     try:
+        nlp = pipeline
+        if fine_tune_steps:
+            import spacy
+
+            adaptation = {"@misc": "spacy_fsner.FineTuneAdaptation.v1", "steps": fine_tune_steps}
+            nlp = spacy.load(pipeline, config={f"components.{component or 'fsner'}.adaptation": adaptation})
         run = evaluate(
-            pipeline,
+            nlp,
             data,
             protocol=protocol,
             component=component,

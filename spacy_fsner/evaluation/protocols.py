@@ -160,9 +160,12 @@ def _component_settings(nlp: Language, name: str | None, stats_before: Counter[s
     settings: dict[str, Any] = {"component": name}
     if hasattr(pipe, "labels"):
         settings["labels"] = list(pipe.labels)
-    model = nlp.config["components"].get(name, {}).get("model")
+    component_config = nlp.config["components"].get(name, {})
+    model = component_config.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str):
         settings["model"] = model["name"]
+    if isinstance(component_config.get("adaptation"), dict):
+        settings["adaptation"] = dict(component_config["adaptation"])
     if isinstance(getattr(pipe, "stats", None), Counter):
         settings["component_stats"] = dict(pipe.stats - stats_before)
     return settings

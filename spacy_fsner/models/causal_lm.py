@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Iterable  # noqa: UP035  spacy-llm's type check reads typing.Iterable's `_name`
 
@@ -58,6 +59,8 @@ class CausalLM:
         self.revision = revision
         self.progress = progress
         self._generator: ConstrainedGenerator | None = None
+        self._loaded_model = None
+        self._restore: Callable[[], None] | None = None
 
     @property
     def generator(self) -> ConstrainedGenerator:
@@ -68,7 +71,29 @@ class CausalLM:
             if self.adapter is not None:
                 model = attach_adapter(model, self.adapter, self.name)
             self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)
+            self._loaded_model = model
         return self._generator
+
+    @property
+    def loaded_model(self):
+        """The model as loaded (base + configured adapter), whichever model `generator` uses now."""
+        self.generator  # noqa: B018  loads it on first use
+        return self._loaded_model
+
+    def use_model(self, model, restore: Callable[[], None]) -> None:
+        """Generate with `model` (the loaded model with an episode's adapter, see `training.adaptation`) until
+        `restore_model`, which calls `restore` to undo what building `model` did to the loaded model."""
+        self.restore_model()
+        self.generator.model = model
+        self._restore = restore
+
+    def restore_model(self) -> None:
+        """Generate with the model as loaded (base + configured adapter) again; nothing happens when it already is."""
+        if self._restore is None:
+            return
+        restore, self._restore = self._restore, None
+        self.generator.model = self._loaded_model
+        restore()
 
     def __call__(self, prompts: Iterable[Iterable[DocPrompts]]) -> Iterable[Iterable[DocGenerations]]:
         """All prompts of all docs go through the generator together (batched, prefix cached)."""
@@ -80,14 +105,17 @@ class CausalLM:
         ]
 
     def to_disk(self, path: Path) -> None:
-        """Tokenizer and adapter weights (safetensors); the base model is referred to by name or path."""
+        """Tokenizer and adapter weights (safetensors); the base model is referred to by name or path.
+
+        The configured adapter is saved, never an episode's (`use_model`): a saved pipeline is the one configured.
+        """
         path.mkdir(parents=True, exist_ok=True)
         for sub in ("tokenizer", "adapter"):
             shutil.rmtree(path / sub, ignore_errors=True)
         generator = self.generator
         generator.tokenizer.save_pretrained(path / "tokenizer")
         if self.adapter is not None:
-            generator.model.save_pretrained(path / "adapter")
+            self.loaded_model.save_pretrained(path / "adapter", selected_adapters=["default"])
         meta = {"base_model": self.name, "has_adapter": self.adapter is not None}
         (path / "model.json").write_text(json.dumps(meta, indent=2))
 
@@ -95,7 +123,7 @@ class CausalLM:
         meta = json.loads((path / "model.json").read_text())
         self.tokenizer_source = str(path / "tokenizer")
         self.adapter = str(path / "adapter") if meta["has_adapter"] else None
-        self._generator = None
+        self._generator, self._loaded_model, self._restore = None, None, None
         return self
 
 

@@ -18,6 +18,7 @@ from spacy.util import minibatch
 from spacy.vocab import Vocab
 
 from ..prompts.templates import PromptTemplate
+from ..training.adaptation import Adaptation, InContextAdaptation
 from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask
 
 ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[DocGenerations]]]
@@ -36,6 +37,7 @@ _MODEL_HINT = "{'@llm_models': 'spacy_fsner.CausalLM.v1', 'name': 'models/tiny'}
         "overwrite_ents": False,
         "spans_key": "fsner",
         "save_io": False,
+        "adaptation": {"@misc": "spacy_fsner.InContextAdaptation.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -50,11 +52,12 @@ def make_fsner(
     overwrite_ents: bool,
     spans_key: str,
     save_io: bool,
+    adaptation: Adaptation,
 ) -> FewShotNER:
     if model is None:
         raise ValueError(f"The fsner component needs a `model`, e.g. model={_MODEL_HINT}.")
     task = FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key)
-    return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io)
+    return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation)
 
 
 class FewShotNER(Pipe):
@@ -65,13 +68,21 @@ class FewShotNER(Pipe):
     """
 
     def __init__(
-        self, vocab: Vocab, task: FewShotNERTask, model: ModelCallable, *, name: str = "fsner", save_io: bool = False
+        self,
+        vocab: Vocab,
+        task: FewShotNERTask,
+        model: ModelCallable,
+        *,
+        name: str = "fsner",
+        save_io: bool = False,
+        adaptation: Adaptation | None = None,
     ) -> None:
         self.vocab = vocab
         self.task = task
         self.model = model
         self.name = name
         self.save_io = save_io
+        self.adaptation = adaptation if adaptation is not None else InContextAdaptation()
         self.stats: Counter[str] = Counter()
 
     @property
@@ -87,10 +98,11 @@ class FewShotNER(Pipe):
         labels: Sequence[str] | None = None,
         label_definitions: dict[str, str] | None = None,
     ) -> None:
-        """Adapt to a few-shot episode: its labels, and its support docs as in-prompt demonstrations."""
+        """Adapt to a few-shot episode: its labels, then its support docs as the `adaptation` setting says (in-prompt
+        demonstrations by default; `spacy_fsner.FineTuneAdaptation.v1`: a LoRA adapter trained on them)."""
         if labels is not None:
             self.task.set_labels(labels, label_definitions)
-        self.task.set_demonstrations(support)
+        self.adaptation(self, support)
 
     def __call__(self, doc: Doc) -> Doc:
         return self._process([doc])[0]

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import spacy
 from spacy.tokens import Doc, Span, SpanGroup
+from test_sft_records import make_doc  # tests/ is on sys.path under pytest
 from transformers import AutoTokenizer
 
 from spacy_fsner.data.preferences import (
@@ -25,15 +26,6 @@ from spacy_fsner.prompts.templates import alpaca_template_v1
 
 LABELS = ["PER", "LOC", "ORG"]
 NLP = spacy.blank("en")
-
-
-def make_doc(text: str, ents: list[tuple[int, int, str]] = (), sent_starts: list[int] | None = None) -> Doc:
-    doc = NLP(text)
-    doc.ents = [Span(doc, start, end, label) for start, end, label in ents]
-    if sent_starts is not None:
-        for token in doc:
-            token.is_sent_start = token.i in sent_starts
-    return doc
 
 
 def summary(pairs: list[PreferencePair]) -> list[tuple[str, list[str], list[str]]]:

@@ -27,6 +27,8 @@ import torch
 from spacy.tokens import Doc
 from spacy.util import registry
 
+from .settings import LoraSettings
+
 if TYPE_CHECKING:
     from ..pipeline.fsner import FewShotNER
 
@@ -49,14 +51,6 @@ class InContextAdaptation:
         if callable(restore):
             restore()
         component.task.set_demonstrations(support)
-
-
-@dataclass
-class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
 
 
 @dataclass
@@ -156,7 +150,7 @@ def episode_model(loaded, lora: LoraSettings, seed: int = 0) -> tuple[Any, Calla
     removal also puts back what training changes besides them (requires_grad flags, the pad token TRL writes into
     the model's config, train mode).
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
     requires_grad = {name: p.requires_grad for name, p in loaded.named_parameters()}
@@ -189,13 +183,7 @@ def episode_model(loaded, lora: LoraSettings, seed: int = 0) -> tuple[Any, Calla
 
         return loaded, restore
 
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
+    config = lora.peft_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = get_peft_model(loaded, config, adapter_name=EPISODE_ADAPTER)

@@ -33,13 +33,13 @@ from collections.abc import Sequence
 from os import PathLike
 from typing import Any
 
-import torch
 from datasets import Dataset, IterableDataset
 from peft import PeftConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from ..data.preferences import PreferencePair, dpo_dataset
+from .settings import trainer_defaults
 
 ID_COLUMNS = {"prompt_input_ids": "prompt_ids", "chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"}
 """Our columns (`dpo_dataset`) and the names TRL's collator reads."""
@@ -69,21 +69,14 @@ def dpo_config(
         raise ValueError(f"sft_weight must be >= 0 (0 turns the SFT term off), got {sft_weight}.")
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}; pass warmup_steps=N for N steps.")
-    on_gpu = torch.cuda.is_available() and not overrides.get("use_cpu", False)
     settings: dict[str, Any] = {
-        "output_dir": str(output_dir),
+        **trainer_defaults(str(output_dir), overrides),
         "beta": beta,
         "loss_type": ["sigmoid", "sft"] if sft_weight > 0 else ["sigmoid"],
         "loss_weights": [1.0, sft_weight] if sft_weight > 0 else [1.0],
         "learning_rate": learning_rate,
         "warmup_steps": warmup_ratio,
         "max_length": max_length,
-        "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-        "activation_checkpointing": False,
-        "report_to": [],
-        "logging_steps": 1,
-        "save_strategy": "no",
     }
     settings.update(overrides)
     return DPOConfig(**settings)

@@ -28,20 +28,13 @@ from spacy.tokens import Doc
 from spacy.util import load_model_from_config, registry
 
 from ..models.loading import load_base_model, load_tokenizer, model_location
+from .settings import LoraSettings
 
 STAGES = ("sft", "dpo")
 """sft: next-token loss on the answers plus the configured contrastive objectives (none for source-domain
 training); dpo: preference pairs (boundary shifts, error feedback) with the SFT term mixed in."""
 
 PAIR_KINDS = ("boundary", "error")
-
-
-@dataclass
-class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
 
 
 @dataclass
@@ -188,7 +181,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
 
 def _trainable_model(causal_lm, lora: LoraSettings):
     """The base model in float32 with a trainable LoRA adapter: the configured adapter continued, else a new one."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
 
     base = load_base_model(
         model_location(causal_lm.name),
@@ -199,14 +192,7 @@ def _trainable_model(causal_lm, lora: LoraSettings):
     ).train()
     if causal_lm.adapter is not None:
         return PeftModel.from_pretrained(base, causal_lm.adapter, is_trainable=True)
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(base, config)
+    return get_peft_model(base, lora.peft_config())
 
 
 def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from trl import SFTConfig, SFTTrainer
 
 from .collator import ContrastiveCollator
 from .objectives import OBJECTIVE_COLUMNS, ContrastiveBatch, ContrastiveObjective
+from .settings import trainer_defaults
 
 
 def contrastive_sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
@@ -34,17 +34,7 @@ def contrastive_sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
     report_to=[] (no external loggers); logging every step; no intermediate checkpoints (save the adapter with
     `trainer.save_model()` at the end).
     """
-    on_gpu = torch.cuda.is_available() and not overrides.get("use_cpu", False)
-    settings: dict[str, Any] = {
-        "output_dir": output_dir,
-        "completion_only_loss": True,
-        "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-        "activation_checkpointing": False,
-        "report_to": [],
-        "logging_steps": 1,
-        "save_strategy": "no",
-    }
+    settings: dict[str, Any] = {**trainer_defaults(output_dir, overrides), "completion_only_loss": True}
     settings.update(overrides)
     return SFTConfig(**settings)
 

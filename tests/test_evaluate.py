@@ -148,3 +148,17 @@ def test_bad_choices_name_the_fix(pipeline_dir, conll_docbin, episode_file):
         evaluate(nlp, episode_file, protocol="seqeval")
     with pytest.raises(ValueError, match="limit=-1"):
         evaluate(nlp, episode_file, limit=-1)
+
+
+def test_settings_name_the_model_through_config_variables(tiny_model_dir, conll_docbin):
+    """A pipeline assembled from a config with `name = ${paths.base_model}` records the resolved name."""
+    from spacy.util import load_model_from_config
+
+    config = spacy.util.load_config(Path(__file__).resolve().parents[1] / "configs" / "fsner.cfg")
+    config["paths"]["base_model"] = str(tiny_model_dir)
+    config["components"]["fsner"]["labels"] = ["PER", "LOC"]
+    config["components"]["fsner"]["label_definitions"] = {}
+    config["components"]["fsner"]["model"]["max_new_tokens"] = 4
+    nlp = load_model_from_config(config, auto_fill=True)
+    run = evaluate(nlp, conll_docbin, limit=2, progress=False)
+    assert run.settings["model"] == str(tiny_model_dir)

@@ -160,7 +160,7 @@ def _component_settings(nlp: Language, name: str | None, stats_before: Counter[s
     settings: dict[str, Any] = {"component": name}
     if hasattr(pipe, "labels"):
         settings["labels"] = list(pipe.labels)
-    component_config = nlp.config["components"].get(name, {})
+    component_config = nlp.config.interpolate()["components"].get(name, {})  # ${paths.*} resolved
     model = component_config.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str):
         settings["model"] = model["name"]

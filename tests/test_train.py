@@ -119,9 +119,11 @@ def test_dpo_stage_continues_the_sft_adapter_with_both_kinds_of_pairs(corpus, ti
     run_training(CONFIG, tmp_path / "sft", _overrides(corpus, tiny_model_dir, max_steps=2))
     overrides = _overrides(corpus, tiny_model_dir, max_steps=3, batch_size=2, learning_rate=0.001)
     overrides["paths.adapter"] = str(tmp_path / "sft" / "adapter")
+    overrides["train.dpo.feedback_docs"] = 5
     run_training(REPO / "configs" / "obp_dpo.cfg", tmp_path / "dpo", overrides)
     metrics = (tmp_path / "dpo" / "metrics.json").read_text()
     assert '"stage": "dpo"' in metrics and '"rewards/margins"' in metrics and '"rewards/accuracies"' in metrics
+    assert '"feedback_docs": 5' in metrics
     assert not (tmp_path / "dpo" / "adapter" / "ref").exists(), "only the trained adapter is saved, not DPO's ref"
     sft, dpo = _adapter(tmp_path / "sft"), _adapter(tmp_path / "dpo")
     assert sft.keys() == dpo.keys()

@@ -42,6 +42,8 @@ class DPOSettings:
     beta: float = 0.1
     sft_weight: float = 0.2
     pairs: list[str] = field(default_factory=lambda: list(PAIR_KINDS))
+    feedback_docs: int = 0
+    """Error feedback predicts only the first `feedback_docs` training docs (0: all; prediction is the slow part)."""
 
 
 @dataclass
@@ -221,8 +223,9 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     task = nlp.get_pipe("fsner").task
     pairs = boundary_shift_pairs(docs, task) if "boundary" in settings.dpo.pairs else []
     if "error" in settings.dpo.pairs:
-        fresh = (Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in docs)
-        pairs += error_feedback_pairs(docs, list(nlp.pipe(fresh)), task)
+        gold = docs[: settings.dpo.feedback_docs or None]
+        fresh = (Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in gold)
+        pairs += error_feedback_pairs(gold, list(nlp.pipe(fresh)), task)
     if not pairs:
         raise ValueError("No preference pairs: the corpus has no entities to shift and the model made no error.")
     random.Random(settings.seed).shuffle(pairs)

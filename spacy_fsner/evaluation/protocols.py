@@ -138,16 +138,22 @@ def resolve_protocol(data: str | Path, protocol: str = "auto", data_format: str 
 
 
 def read_corpus(
-    data: str | Path, nlp: Language, *, data_format: str = "auto", scheme: str = "auto", limit: int = 0
+    data: str | Path,
+    nlp: Language,
+    *,
+    data_format: str = "auto",
+    scheme: str = "auto",
+    limit: int = 0,
+    include_support: bool = False,
 ) -> list[Doc]:
     """The gold docs of a DocBin (`.spacy`) or of any file `read_docs` reads (an episode file gives its query
-    sentences); only the first `limit` with limit > 0."""
+    sentences, and its support sentences too with `include_support`); only the first `limit` with limit > 0."""
     if Path(data).suffix == ".spacy":
         from spacy.tokens import DocBin
 
         docs: Iterable[Doc] = DocBin().from_disk(data).get_docs(nlp.vocab)
     else:
-        docs = read_docs(data, nlp.vocab, format=data_format, scheme=scheme)
+        docs = read_docs(data, nlp.vocab, format=data_format, scheme=scheme, include_support=include_support)
     return list(islice(docs, limit or None))
 
 

@@ -121,10 +121,7 @@ class FineTuneAdaptation:
                 seed=self.seed,
                 use_cpu=device.type == "cpu",
                 max_length=None,  # records are never truncated (sft_records checks lengths)
-                save_strategy="no",
-                report_to=[],
                 disable_tqdm=True,
-                logging_steps=1,
             )
             trainer = ContrastiveSFTTrainer(
                 model=model,

@@ -100,20 +100,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     return config
 
 
-def read_training_docs(path: str | Path, nlp_vocab) -> list[Doc]:
-    """Gold docs of any corpus format `evaluate` reads (.spacy, CoNLL, token-tag, episode JSONL: its sentences)."""
-    from ..data.readers import read_docs
+def read_training_docs(path: str | Path, nlp: Language) -> list[Doc]:
+    """Gold docs of any corpus format `evaluate` reads (.spacy, CoNLL, token-tag, episode JSONL: all its sentences)."""
+    from ..evaluation.protocols import read_corpus
 
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         raise FileNotFoundError(
             f"Training corpus {path} not found: set --paths.train to a .spacy, CoNLL, token-tag or episode file."
         )
-    if path.suffix == ".spacy":
-        from spacy.tokens import DocBin
-
-        return list(DocBin().from_disk(path).get_docs(nlp_vocab))
-    return list(read_docs(path, nlp_vocab, include_support=True))
+    return read_corpus(path, nlp, include_support=True)
 
 
 def build_pipeline(config: Config, docs_labels: list[str]) -> Language:
@@ -144,7 +139,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     train_path = resolved["paths"].get("train")
     if not train_path:
         raise ValueError("No training corpus: set [paths] train in the config or pass --paths.train FILE.")
-    docs = read_training_docs(train_path, English().vocab)
+    docs = read_training_docs(train_path, English())
     labels = sorted({e.label_ for doc in docs for e in doc.ents})
     nlp = build_pipeline(config, labels)
     component = nlp.get_pipe("fsner")

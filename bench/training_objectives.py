@@ -3,8 +3,8 @@
 For each variant (SFT, SFT+CL, SFT+CL+noise: configs/cllmfs.cfg; SFT+attention CL: configs/obp.cfg with the same
 CLLMFS template) and each seed: train on the first `--train-sentences` CoNLL-2003 training sentences with entities for
 `--steps` steps, then span F1 and the boundary-error rate on the first `--test-sentences` test sentences, and the
-seconds per training step. Optionally a DPO stage after each SFT run (`--dpo-steps`), with the boundary-error rate
-before and after. Prints a Markdown table (mean and spread over seeds) and writes one JSON per run.
+seconds per training step. Optionally a DPO stage after the SFT runs of `--dpo-variants` (`--dpo-steps`), with the
+boundary-error rate before and after. Prints a Markdown table (mean and spread over seeds) and writes one JSON per run.
 
     python bench/training_objectives.py --model smollm2-135m-instruct --steps 100 --seeds 0 1
 """
@@ -65,7 +65,11 @@ def main() -> None:
     parser.add_argument("--test-sentences", type=int, default=200)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dpo-steps", type=int, default=0)
+    parser.add_argument("--dpo-steps", type=int, default=0, help="DPO after SFT (0: none)")
+    parser.add_argument("--dpo-variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--dpo-batch-size", type=int, default=4, help="pairs per DPO step")
+    parser.add_argument("--dpo-learning-rate", type=float, default=5e-6, help="the paper's 5e-6 by default")
+    parser.add_argument("--feedback-docs", type=int, default=0, help="training docs predicted for error feedback")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("bench/results/objectives"))
     args = parser.parse_args()
@@ -98,9 +102,16 @@ def main() -> None:
                 "wall_seconds": time.perf_counter() - start,
                 **score(out / "sft" / "pipeline", test, args.test_sentences),
             }
-            if args.dpo_steps:
-                dpo = {**base, "train.max_steps": args.dpo_steps, "paths.adapter": str(out / "sft" / "adapter")}
-                dpo["components.fsner.template"] = CLLMFS
+            if args.dpo_steps and variant in args.dpo_variants:
+                dpo = {
+                    **base,
+                    "train.max_steps": args.dpo_steps,
+                    "train.batch_size": args.dpo_batch_size,
+                    "train.learning_rate": args.dpo_learning_rate,
+                    "train.dpo.feedback_docs": args.feedback_docs,
+                    "paths.adapter": str(out / "sft" / "adapter"),
+                    "components.fsner.template": CLLMFS,
+                }
                 run_training(REPO / "configs" / "obp_dpo.cfg", out / "dpo", dpo)
                 after = score(out / "dpo" / "pipeline", test, args.test_sentences)
                 run |= {"dpo_f": after["f"], "dpo_boundary_error_rate": after["boundary_error_rate"]}
@@ -120,7 +131,8 @@ def main() -> None:
         line = f"| {variant} | {cell(runs, 'f')} | {cell(runs, 'boundary_error_rate')} | "
         line += f"{statistics.mean(r['seconds_per_step'] for r in runs):.2f} |"
         if args.dpo_steps:
-            line += f" {cell(runs, 'dpo_f')} | {cell(runs, 'dpo_boundary_error_rate')} |"
+            dpo = [r for r in runs if "dpo_f" in r]
+            line += f" {cell(dpo, 'dpo_f')} | {cell(dpo, 'dpo_boundary_error_rate')} |" if dpo else " - | - |"
         print(line)
 
 

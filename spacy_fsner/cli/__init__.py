@@ -10,6 +10,7 @@ __all__ = ["app"]
 
 from . import (  # noqa: E402,F401  (register the commands)
     benchmark,
+    compare,
     convert,
     evaluate,
     fetch_model,

@@ -109,3 +109,29 @@ def to_markdown(results: Results) -> str:
     if boundary:
         lines += ["", *_table(["score", "rate (%)", "errors", "predicted spans"], boundary)]
     return "\n".join([*lines, *per_type]).strip() + "\n"
+
+
+def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown row per results file (name -> the JSON `to_json` wrote): its headline score (P/R/F), the
+    boundary-error rate, and F1 as a multiple of the first run's (the baseline: in context, before training)."""
+    rows, baseline = [], None
+    for name, payload in runs.items():
+        settings, results = payload.get("settings", {}), payload.get("results", {})
+        headline = settings.get("headline") or next(iter(results), None)
+        if headline not in results or "f" not in results[headline]:
+            raise ValueError(f"{name}: no headline score in the results file; write it with `evaluate --output`.")
+        score = results[headline]
+        baseline = score["f"] if baseline is None else baseline
+        ratio = f"{score['f'] / baseline:.2f}" if baseline else "-"
+        boundary = results.get("boundary_errors", {}).get("rate")
+        rows.append(
+            [
+                _cell(name),
+                _cell(headline),
+                *(_pct(score[k]) for k in _PRF_COLUMNS),
+                "-" if boundary is None else _pct(boundary),
+                ratio,
+            ]
+        )
+    header = ["run", "score", "P", "R", "F", "boundary errors %", "F / first"]
+    return "\n".join(_table(header, rows))

@@ -74,6 +74,16 @@ class CausalLM:
             self._loaded_model = model
         return self._generator
 
+    def attach_model(self, model) -> None:
+        """Generate with `model`, already in memory (training's base + adapter being trained), as if it had been
+        loaded from `name` and `adapter`: no second copy of the weights. The tokenizer is loaded as usual."""
+        if self._generator is not None:
+            raise RuntimeError("attach_model: this CausalLM has loaded its model already; attach before first use.")
+        source = model_location(self.name)
+        tokenizer = load_tokenizer(self.tokenizer_source or source, self.trust_remote_code)
+        self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)
+        self._loaded_model = model
+
     @property
     def loaded_model(self):
         """The model as loaded (base + configured adapter), whichever model `generator` uses now."""

@@ -156,7 +156,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     shutil.rmtree(adapter, ignore_errors=True)
     trainer.model.save_pretrained(adapter, selected_adapters=["default"])  # not DPO's frozen `ref` copy
     history = trainer.state.log_history
-    pipeline = _save_pipeline(config, labels, adapter, output / "pipeline")
+    pipeline = _save_pipeline(config, labels, adapter, trainer.model, output / "pipeline")
     metrics = {
         "settings": {
             "config": str(config_path),
@@ -220,6 +220,8 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     if "error" in settings.dpo.pairs:
         gold = docs[: settings.dpo.feedback_docs or None]
         fresh = (Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in gold)
+        nlp.get_pipe("fsner").model.attach_model(model)  # predicts with the adapter being continued: no second copy
+        model.eval()  # no LoRA dropout while predicting; the trainer switches back to train mode
         pairs += error_feedback_pairs(gold, list(nlp.pipe(fresh)), task)
     if not pairs:
         raise ValueError("No preference pairs: the corpus has no entities to shift and the model made no error.")
@@ -259,12 +261,13 @@ def _last_checkpoint(directory: Path) -> str | None:
     return get_last_checkpoint(str(directory)) if directory.is_dir() else None
 
 
-def _save_pipeline(config: Config, labels: list[str], adapter: Path, output: Path) -> Path:
-    """The trained pipeline: the adapter inside it, the base model referred to by its name (as configured)."""
+def _save_pipeline(config: Config, labels: list[str], adapter: Path, model, output: Path) -> Path:
+    """The trained pipeline: the adapter inside it (saved from `model`, the trained one, not loaded again), the base
+    model referred to by its name (as configured)."""
     config = Config(config)
     config["paths"]["adapter"] = str(adapter)
     nlp = build_pipeline(config, labels)
-    nlp.get_pipe("fsner").model.generator  # noqa: B018  load now, from the adapter, before it is copied inside
+    nlp.get_pipe("fsner").model.attach_model(model.eval())
     shutil.rmtree(output, ignore_errors=True)
     nlp.config["paths"]["adapter"] = None
     nlp.to_disk(output)

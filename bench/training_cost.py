@@ -1,0 +1,125 @@
+"""Seconds per training step and peak memory of each objective and of DPO, against plain SFT (training issue, item 10).
+
+Every configuration trains the same model on the same CoNLL-2003 training sentences for `--steps` steps of
+`--batch-size`, each in a process of its own so that its peak resident memory (`ru_maxrss`) is its own. A `load`
+row builds the pipeline and loads the model without training: the memory every run starts from. Targets: a
+contrastive term adds at most 15% to the SFT step; DPO's peak memory is at most 1.2x SFT's.
+
+    python bench/training_cost.py --model smollm2-135m-instruct --steps 12 --batch-size 8
+
+DPO trains on boundary-shift pairs only here (error feedback adds a prediction pass before training, not to the
+step); `dpo` uses `--batch-size` pairs (twice the sequences of an SFT batch), `dpo-half` half as many pairs (the
+same number of sequences as SFT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from training_objectives import corpus  # bench/ is on sys.path when a script of it runs
+
+REPO = Path(__file__).resolve().parents[1]
+CLLMFS = {"@misc": "spacy_fsner.CLLMFSTemplate.v1"}
+NO_CL = {"train.objectives.cl.contrastive": False, "train.objectives.cl.noise": False}
+VARIANTS = {
+    "load": ("cllmfs.cfg", NO_CL),
+    "sft": ("cllmfs.cfg", NO_CL),
+    "sft+cl": ("cllmfs.cfg", {"train.objectives.cl.noise": False}),
+    "sft+cl+noise": ("cllmfs.cfg", {}),
+    "sft+attention-cl": ("obp.cfg", {"components.fsner.template": CLLMFS}),
+    "dpo": ("obp_dpo.cfg", {"components.fsner.template": CLLMFS, "train.dpo.pairs": ["boundary"]}),
+    "dpo-half": ("obp_dpo.cfg", {"components.fsner.template": CLLMFS, "train.dpo.pairs": ["boundary"]}),
+}
+
+
+def child(variant: str, args: argparse.Namespace) -> dict:
+    """One configuration in this process: seconds per step and this process's peak resident memory."""
+    import torch
+
+    from spacy_fsner.training.run import run_training
+
+    torch.set_num_threads(args.threads)
+    config, extra = VARIANTS[variant]
+    batch = max(1, args.batch_size // 2) if variant == "dpo-half" else args.batch_size
+    with tempfile.TemporaryDirectory(prefix="fsner-cost-") as tmp:
+        train = corpus(args.data / "eng.train", Path(tmp) / "train.spacy", args.train_sentences, with_entities=True)
+        overrides = {
+            "paths.train": str(train),
+            "paths.base_model": args.model,
+            "train.batch_size": batch,
+            "train.max_steps": args.steps,
+            "train.save_steps": 10**6,
+            "train.threads": args.threads,
+            **extra,
+        }
+        result: dict = {"variant": variant, "batch_size": batch}
+        if variant == "load":
+            from spacy_fsner.training.run import build_pipeline, load_config
+
+            nlp = build_pipeline(load_config(REPO / "configs" / config, overrides), ["LOC", "MISC", "ORG", "PER"])
+            nlp.get_pipe("fsner").model.generator  # noqa: B018  loads the model
+        else:
+            run_training(REPO / "configs" / config, Path(tmp) / "out", overrides)
+            history = json.loads((Path(tmp) / "out" / "metrics.json").read_text())["log_history"]
+            runtime = next(e["train_runtime"] for e in history if "train_runtime" in e)
+            result["seconds_per_step"] = runtime / args.steps
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/conll2003"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--train-sentences", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=Path("bench/results/training_cost.json"))
+    parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.data = args.data.resolve()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args)), flush=True)
+        return
+    rows = []
+    for variant in args.variants:
+        command = [sys.executable, __file__, "--child", variant, *sys.argv[1:]]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode or not lines:
+            sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
+        rows.append(json.loads(lines[-1].removeprefix("RESULT ")))
+        print(json.dumps(rows[-1]), flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(rows, indent=2) + "\n")
+    by_name = {row["variant"]: row for row in rows}
+    sft, load = by_name.get("sft"), by_name.get("load")
+    print(
+        f"\n{args.model}: {args.steps} steps, {args.train_sentences} CoNLL-2003 train sentences, "
+        f"{args.threads} threads\n"
+    )
+    print("| run | batch | s/step | x SFT | peak RSS MiB | x SFT | above load MiB | x SFT |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        step = row.get("seconds_per_step")
+        cells = [row["variant"], str(row["batch_size"]), f"{step:.2f}" if step else "-"]
+        cells.append(f"{step / sft['seconds_per_step']:.2f}" if step and sft else "-")
+        cells += [f"{row['peak_rss_mib']:.0f}", f"{row['peak_rss_mib'] / sft['peak_rss_mib']:.2f}" if sft else "-"]
+        if load and sft and row is not load:
+            above, sft_above = row["peak_rss_mib"] - load["peak_rss_mib"], sft["peak_rss_mib"] - load["peak_rss_mib"]
+            cells += [f"{above:.0f}", f"{above / sft_above:.2f}"]
+        else:
+            cells += ["-", "-"]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

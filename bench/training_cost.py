@@ -5,7 +5,7 @@ Every configuration trains the same model on the same CoNLL-2003 training senten
 row builds the pipeline and loads the model without training: the memory every run starts from. Targets: a
 contrastive term adds at most 15% to the SFT step; DPO's peak memory is at most 1.2x SFT's.
 
-    python bench/training_cost.py --model smollm2-135m-instruct --steps 12 --batch-size 8
+    python bench/training_cost.py --model smollm2-135m-instruct --steps 12 --batch-size 8 --repeats 2
 
 DPO trains on boundary-shift pairs only here (error feedback adds a prediction pass before training, not to the
 step); `dpo` uses `--batch-size` pairs (twice the sequences of an SFT batch), `dpo-half` half as many pairs (the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,14 @@ def child(variant: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def median_row(runs: list[dict]) -> dict:
+    """One variant's repeats: the median seconds per step, the largest peak memory."""
+    row = dict(runs[0], repeats=len(runs), peak_rss_mib=max(r["peak_rss_mib"] for r in runs))
+    if "seconds_per_step" in row:
+        row["seconds_per_step"] = statistics.median(r["seconds_per_step"] for r in runs)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -82,6 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over the variants (median s/step)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/training_cost.json"))
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -89,22 +99,24 @@ def main() -> None:
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args)), flush=True)
         return
-    rows = []
-    for variant in args.variants:
-        command = [sys.executable, __file__, "--child", variant, *sys.argv[1:]]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
-        rows.append(json.loads(lines[-1].removeprefix("RESULT ")))
-        print(json.dumps(rows[-1]), flush=True)
+    runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
+    for _ in range(args.repeats):  # round robin: a change in the machine's load hits every variant alike
+        for variant in args.variants:
+            command = [sys.executable, __file__, "--child", variant, *sys.argv[1:]]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode or not lines:
+                sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
+            runs[variant].append(json.loads(lines[-1].removeprefix("RESULT ")))
+            print(json.dumps(runs[variant][-1]), flush=True)
+    rows = [median_row(variant_runs) for variant_runs in runs.values()]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(rows, indent=2) + "\n")
     by_name = {row["variant"]: row for row in rows}
     sft, load = by_name.get("sft"), by_name.get("load")
     print(
         f"\n{args.model}: {args.steps} steps, {args.train_sentences} CoNLL-2003 train sentences, "
-        f"{args.threads} threads\n"
+        f"{args.threads} threads, median of {args.repeats} round(s)\n"
     )
     print("| run | batch | s/step | x SFT | peak RSS MiB | x SFT | above load MiB | x SFT |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

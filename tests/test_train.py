@@ -189,3 +189,14 @@ def test_spacy_package_builds_a_wheel_that_runs_in_a_fresh_virtual_environment(c
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [list(e) for e in expected]
     listing = subprocess.run([python, "-m", "pip", "show", "-f", "en_fsner_test"], capture_output=True, text=True)
     assert "fsner/model/adapter/adapter_model.safetensors" in listing.stdout
+
+
+def test_labels_from_the_command_line_restrict_the_training_types(corpus, tiny_model_dir, tmp_path, capsys):
+    overrides = _overrides(corpus, tiny_model_dir, max_steps=1)
+    overrides["components.fsner.labels"] = "PER, LOC"  # as `--components.fsner.labels "PER, LOC"` passes it
+    run_training(CONFIG, tmp_path / "out", overrides)
+    assert "removed" in capsys.readouterr().out  # the other types' entities are dropped, and it says so
+    assert spacy.load(tmp_path / "out" / "pipeline").get_pipe("fsner").labels == ("PER", "LOC")
+    overrides["components.fsner.labels"] = ""  # the project's default: every type of the corpus
+    run_training(CONFIG, tmp_path / "all", overrides)
+    assert spacy.load(tmp_path / "all" / "pipeline").get_pipe("fsner").labels == ("LOC", "MISC", "ORG", "PER")

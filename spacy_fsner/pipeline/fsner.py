@@ -44,7 +44,7 @@ _MODEL_HINT = "{'@llm_models': 'spacy_fsner.CausalLM.v1', 'name': 'models/tiny'}
 def make_fsner(
     nlp: Language,
     name: str,
-    labels: list[str],
+    labels: list[str] | str,
     label_definitions: dict[str, str],
     template: PromptTemplate,
     model: ModelCallable | None,
@@ -56,6 +56,8 @@ def make_fsner(
 ) -> FewShotNER:
     if model is None:
         raise ValueError(f"The fsner component needs a `model`, e.g. model={_MODEL_HINT}.")
+    if isinstance(labels, str):  # "PER,ORG,LOC", as spacy-llm's tasks take them (handy on a command line)
+        labels = [label.strip() for label in labels.split(",") if label.strip()]
     task = FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key)
     return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation)
 

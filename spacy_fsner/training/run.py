@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from confection import Config
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 from spacy.util import load_model_from_config, registry
 
 from ..models.loading import load_base_model, load_tokenizer, model_location
@@ -111,6 +112,25 @@ def read_training_docs(path: str | Path, nlp: Language) -> list[Doc]:
     return read_corpus(path, nlp, include_support=True)
 
 
+def restrict_labels(docs: list[Doc], labels: tuple[str, ...]) -> list[Doc]:
+    """The docs with only the entities of `labels` (the component's, when its config names them: training on a subset
+    of the corpus's types); says how many entities it removed."""
+    keep = set(labels)
+    removed = Counter(e.label_ for doc in docs for e in doc.ents if e.label_ not in keep)
+    if not removed:
+        return docs
+    restricted = []
+    for doc in docs:
+        copy = doc.copy()
+        copy.ents = [Span(copy, e.start, e.end, e.label) for e in doc.ents if e.label_ in keep]
+        restricted.append(copy)
+    print(
+        f"Training on the component's labels {sorted(keep)} only: removed {sum(removed.values())} entities of other "
+        f"types from the corpus ({dict(removed.most_common())}). Set `labels = []` to train on every type."
+    )
+    return restricted
+
+
 def build_pipeline(config: Config, docs_labels: list[str]) -> Language:
     """The pipeline of the config (labels from the corpus when the component lists none)."""
     config = Config(config).interpolate()
@@ -143,6 +163,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     labels = sorted({e.label_ for doc in docs for e in doc.ents})
     nlp = build_pipeline(config, labels)
     component = nlp.get_pipe("fsner")
+    docs = restrict_labels(docs, component.labels)
     model = _trainable_model(component.model, settings.lora)
     tokenizer = load_tokenizer(model_location(component.model.name), component.model.trust_remote_code)
     trainer = (_sft_trainer if settings.stage == "sft" else _dpo_trainer)(

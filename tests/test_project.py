@@ -1,0 +1,103 @@
+"""project.yml: every workflow is runnable as written, and the training smoke workflow runs end to end.
+
+The smoke run copies the project (project.yml, configs, assets) into a temporary directory and runs
+`spacy project run smoke-train` there on the tiny random Llama with the smallest budgets: the same commands as the
+default workflow `all` (in-context baseline, SFT + attention CL, DPO, evaluation, comparison), minus fetching.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+import srsly
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def project() -> dict:
+    return srsly.read_yaml(REPO / "project.yml")
+
+
+def test_workflow_steps_are_commands(project):
+    commands = {command["name"] for command in project["commands"]}
+    for name, steps in project["workflows"].items():
+        missing = [step for step in steps if step not in commands]
+        assert not missing, f"workflow {name} names unknown commands {missing}"
+
+
+def test_all_is_the_training_workflow(project):
+    """The default workflow trains and evaluates before and after, as the README promises."""
+    steps = project["workflows"]["all"]
+    assert steps[0] == "fetch-model"
+    for earlier, later in [
+        ("evaluate-episodes", "train-obp-sft"),
+        ("train-obp-sft", "train-obp-dpo"),
+        ("train-obp-dpo", "evaluate-obp"),
+        ("evaluate-obp", "compare"),
+        ("train-obp-dpo", "package"),
+    ]:
+        assert steps.index(earlier) < steps.index(later)
+
+
+def test_deps_come_from_earlier_steps(project):
+    """In every workflow, each command's deps are shipped files or outputs of an earlier step of it."""
+    commands = {command["name"]: command for command in project["commands"]}
+    shipped = {asset["dest"] for asset in project["assets"]}
+
+    def expand(path: str) -> str:
+        for key, value in project["vars"].items():
+            path = path.replace(f"${{vars.{key}}}", str(value))
+        return path
+
+    for name, steps in project["workflows"].items():
+        produced: set[str] = set()
+        for step in steps:
+            for dep in map(expand, commands[step].get("deps", [])):
+                from_config = dep.startswith("configs/") and (REPO / dep).is_file()
+                assert dep in produced or dep in shipped or from_config, f"{name}: {step} needs {dep} first"
+            produced.update(map(expand, commands[step].get("outputs", [])))
+
+
+@pytest.mark.slow
+def test_smoke_train_workflow(tmp_path):
+    for item in ("project.yml", "configs", "assets"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / item)
+    budget = {
+        "base_model": "models/tiny",
+        "sft_steps": 2,
+        "dpo_steps": 1,
+        "train_batch": 2,
+        "dpo_batch": 2,
+        "feedback_docs": 2,
+        "episodes": 1,
+    }
+    overrides = [f"--vars.{key}={value}" for key, value in budget.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", "smoke-train", ".", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in (tmp_path / "metrics" / "compare.md").read_text().splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[2:]] == [
+        "| in context (base model)",
+        "| after source SFT + attention CL",
+        "| after DPO",
+    ]
+    for stage in ("obp", "obp-dpo"):
+        metrics = json.loads((tmp_path / "training" / stage / "metrics.json").read_text())
+        assert metrics["settings"]["stage"] == ("sft" if stage == "obp" else "dpo")
+        assert (tmp_path / "training" / stage / "curves.png").stat().st_size > 0
+    pipeline = tmp_path / "training" / "obp-dpo" / "pipeline"
+    assert (pipeline / "fsner" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+    assert spacy.load(pipeline).pipe_names == ["fsner"]

@@ -1,5 +1,6 @@
 """`python -m spacy_fsner train`: a stage from a config on the tiny model; outputs, resume, continued adapters."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,8 @@ def test_sft_stage_writes_adapter_pipeline_metrics_and_curves(corpus, tiny_model
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "curves.png").stat().st_size > 1000
     metrics = (out / "metrics.json").read_text()
     assert '"cl_attention"' in metrics and '"nll"' in metrics and '"stage": "sft"' in metrics
+    examples = json.loads(metrics)["settings"]["examples"]
+    assert examples["records"] > examples["empty_answers"] > 0  # one absent label per sentence: empty answers too
     nlp = spacy.load(out / "pipeline")
     assert nlp.get_pipe("fsner").labels == ("LOC", "MISC", "ORG", "PER")  # from the corpus: the config lists none
     assert nlp.config["paths"]["adapter"] is None, "the saved pipeline carries its adapter, not a path to it"
@@ -123,7 +126,8 @@ def test_dpo_stage_continues_the_sft_adapter_with_both_kinds_of_pairs(corpus, ti
     run_training(REPO / "configs" / "obp_dpo.cfg", tmp_path / "dpo", overrides)
     metrics = (tmp_path / "dpo" / "metrics.json").read_text()
     assert '"stage": "dpo"' in metrics and '"rewards/margins"' in metrics and '"rewards/accuracies"' in metrics
-    assert '"feedback_docs": 5' in metrics
+    examples = json.loads(metrics)["settings"]["examples"]
+    assert examples["feedback_docs"] == 5 and examples["boundary_pairs"] > 0 and examples["error_pairs"] > 0
     assert not (tmp_path / "dpo" / "adapter" / "ref").exists(), "only the trained adapter is saved, not DPO's ref"
     sft, dpo = _adapter(tmp_path / "sft"), _adapter(tmp_path / "dpo")
     assert sft.keys() == dpo.keys()

@@ -166,7 +166,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     docs = restrict_labels(docs, component.labels)
     model = _trainable_model(component.model, settings.lora)
     tokenizer = load_tokenizer(model_location(component.model.name), component.model.trust_remote_code)
-    trainer = (_sft_trainer if settings.stage == "sft" else _dpo_trainer)(
+    trainer, examples = (_sft_trainer if settings.stage == "sft" else _dpo_trainer)(
         settings, docs, nlp, model, tokenizer, output / "checkpoints"
     )
     checkpoint = _last_checkpoint(output / "checkpoints")
@@ -185,6 +185,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
             "train": str(train_path),
             "n_docs": len(docs),
             "labels": list(component.labels),
+            "examples": examples,
             "resumed_from": checkpoint,
             "train_settings": asdict(settings) | {"objectives": sorted(settings.objectives)},
         },
@@ -214,6 +215,7 @@ def _trainable_model(causal_lm, lora: LoraSettings):
 
 
 def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
+    """The SFT trainer and the number of records (with an entity and with the empty answer)."""
     from ..data.sft import sft_dataset, sft_records
     from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
 
@@ -225,25 +227,30 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
         raise ValueError("The training corpus gave no SFT records (no non-empty sentences): check --paths.train.")
     objectives = [registry.resolve({"objective": spec})["objective"] for spec in settings.objectives.values()]
     args = contrastive_sft_config(str(checkpoints), **_trainer_args(settings), max_length=None)
-    return ContrastiveSFTTrainer(
+    trainer = ContrastiveSFTTrainer(
         model=model, args=args, train_dataset=sft_dataset(records), processing_class=tokenizer, objectives=objectives
     )
+    empty = sum(1 for record in records if not record["entity_spans"])
+    return trainer, {"records": len(records), "empty_answers": empty}
 
 
 def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
-    """Pairs from boundary shifts and from the current pipeline's errors on the training docs; the adapter being
-    continued (the SFT one) is the frozen reference."""
+    """Pairs from boundary shifts and from the current pipeline's errors on the training docs (the trainer and the
+    number of pairs of each kind); the adapter being continued (the SFT one) is the frozen reference."""
     from ..data.preferences import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
     from .dpo_trainer import build_dpo_trainer, dpo_config
 
     task = nlp.get_pipe("fsner").task
     pairs = boundary_shift_pairs(docs, task) if "boundary" in settings.dpo.pairs else []
+    counts = {"boundary_pairs": len(pairs), "error_pairs": 0}
     if "error" in settings.dpo.pairs:
         gold = docs[: settings.dpo.feedback_docs or None]
         fresh = (Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in gold)
         nlp.get_pipe("fsner").model.attach_model(model)  # predicts with the adapter being continued: no second copy
         model.eval()  # no LoRA dropout while predicting; the trainer switches back to train mode
-        pairs += error_feedback_pairs(gold, list(nlp.pipe(fresh)), task)
+        errors = error_feedback_pairs(gold, list(nlp.pipe(fresh)), task)
+        pairs += errors
+        counts |= {"error_pairs": len(errors), "feedback_docs": len(gold)}
     if not pairs:
         raise ValueError("No preference pairs: the corpus has no entities to shift and the model made no error.")
     random.Random(settings.seed).shuffle(pairs)
@@ -257,7 +264,8 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
         max_length=settings.max_length,
         **trainer_args,
     )
-    return build_dpo_trainer(model, tokenizer, dpo_dataset(pairs, tokenizer, max_length=settings.max_length), args)
+    dataset = dpo_dataset(pairs, tokenizer, max_length=settings.max_length)
+    return build_dpo_trainer(model, tokenizer, dataset, args), counts
 
 
 def _trainer_args(settings: TrainSettings) -> dict[str, Any]:

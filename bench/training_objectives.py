@@ -20,6 +20,7 @@ from pathlib import Path
 
 import spacy
 import torch
+from incontext_quality import CONLL_LABELS  # bench/ is on sys.path when a script of it runs
 from spacy.tokens import DocBin
 
 from spacy_fsner.data.readers import read_docs
@@ -71,6 +72,8 @@ def main() -> None:
     parser.add_argument("--dpo-learning-rate", type=float, default=5e-6, help="the paper's 5e-6 by default")
     parser.add_argument("--feedback-docs", type=int, default=0, help="training docs predicted for error feedback")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--definitions", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="CoNLL answers are short")
     parser.add_argument("--output", type=Path, default=Path("bench/results/objectives"))
     args = parser.parse_args()
     if args.threads:
@@ -78,12 +81,17 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     train = corpus(args.data / "eng.train", args.output / "train.spacy", args.train_sentences, True)
     test = corpus(args.data / "eng.testb", args.output / "test.spacy", args.test_sentences, False)
+    labels: dict = {"components.fsner.labels": list(CONLL_LABELS)}
+    if args.definitions:  # the ones the in-context bench uses: label names alone (LOC, MISC) say little
+        labels |= {f"components.fsner.label_definitions.{k}": v for k, v in CONLL_LABELS.items()}
     rows: dict[str, list[dict]] = {}
     for variant in args.variants:
         config, extra = VARIANTS[variant]
         for seed in args.seeds:
             out = args.output / f"{variant}-seed{seed}"
             base = {
+                **labels,
+                "components.fsner.model.max_new_tokens": args.max_new_tokens,
                 "paths.train": str(train),
                 "paths.base_model": args.model,
                 "train.batch_size": args.batch_size,

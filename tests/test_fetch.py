@@ -137,3 +137,20 @@ def test_cli(toy, tmp_path):
     assert result.exit_code == 1 and "unknown model 'llama-9000'" in result.output
     result = runner.invoke(app, ["fetch-model", "meta-llama/Llama-3.1-8B"])
     assert result.exit_code == 0 and "nothing to fetch" in result.output
+
+
+def test_a_saved_adapter_names_its_base_model_by_its_configured_name(tiny_model_dir, tmp_path):
+    """A fetch name resolves to a cache directory; the adapter shipped in a pipeline names the fetch name, not that
+    directory (PEFT writes the model's name_or_path into adapter_config.json and the model card)."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from spacy_fsner.models.loading import load_base_model
+
+    model = load_base_model(str(tiny_model_dir), torch.float32, torch.device("cpu"), name="smollm2-135m-instruct")
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "smollm2-135m-instruct"
+    assert str(tiny_model_dir) not in (tmp_path / "adapter" / "README.md").read_text()

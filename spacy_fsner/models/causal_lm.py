@@ -67,7 +67,7 @@ class CausalLM:
         if self._generator is None:
             source = model_location(self.name)
             tokenizer = load_tokenizer(self.tokenizer_source or source, self.trust_remote_code)
-            model = load_base_model(source, self.dtype, self.device, self.trust_remote_code, self.revision)
+            model = load_base_model(source, self.dtype, self.device, self.trust_remote_code, self.revision, self.name)
             if self.adapter is not None:
                 model = attach_adapter(model, self.adapter, self.name)
             self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)

@@ -74,14 +74,25 @@ def load_tokenizer(source: str, trust_remote_code: bool = False) -> PreTrainedTo
 
 
 def load_base_model(
-    source: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False, revision: str | None = None
+    source: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    name: str | None = None,
 ) -> PreTrainedModel:
+    """The model at `source` (a directory or hub id), in eval mode on `device`. `name`: what the configuration calls
+    it (a fetch-model name resolves to a cache directory); it becomes the model's `name_or_path`, which PEFT writes
+    into a saved adapter's config and model card, so a shipped adapter names its base portably, not by a local path.
+    """
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, revision=revision
         )
     except OSError as error:
         raise OSError(_hub_hint(source, error)) from error
+    if name is not None:
+        model.name_or_path = model.config._name_or_path = name
     return model.to(device).eval()
 
 

@@ -208,6 +208,7 @@ def _trainable_model(causal_lm, lora: LoraSettings):
         causal_lm.device,
         causal_lm.trust_remote_code,
         causal_lm.revision,
+        causal_lm.name,
     ).train()
     if causal_lm.adapter is not None:
         return PeftModel.from_pretrained(base, causal_lm.adapter, is_trainable=True)

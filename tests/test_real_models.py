@@ -6,6 +6,8 @@ import pytest
 import spacy
 from spacy.tokens import Span
 
+from spacy_fsner.models.loading import model_location
+
 pytestmark = pytest.mark.slow
 
 SENTENCES = [
@@ -31,7 +33,8 @@ def nlp(smollm2_dir: Path):
     demo = nlp.make_doc("Gordon Brown met Nicolas Sarkozy in Berlin .")
     demo.ents = [Span(demo, 0, 2, "PER"), Span(demo, 3, 5, "PER"), Span(demo, 6, 7, "LOC")]
     component.adapt([demo])
-    assert Path(component.model.generator.model.name_or_path) == smollm2_dir
+    assert Path(model_location("smollm2-135m-instruct")) == smollm2_dir  # loaded from the model cache ...
+    assert component.model.generator.model.name_or_path == "smollm2-135m-instruct"  # ... and named portably
     return nlp
 
 

@@ -66,12 +66,10 @@ class CausalLM:
     def generator(self) -> ConstrainedGenerator:
         if self._generator is None:
             source = model_location(self.name)
-            tokenizer = load_tokenizer(self.tokenizer_source or source, self.trust_remote_code)
             model = load_base_model(source, self.dtype, self.device, self.trust_remote_code, self.revision, self.name)
             if self.adapter is not None:
                 model = attach_adapter(model, self.adapter, self.name)
-            self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)
-            self._loaded_model = model
+            self._start_generator(model)
         return self._generator
 
     def attach_model(self, model) -> None:
@@ -79,8 +77,12 @@ class CausalLM:
         loaded from `name` and `adapter`: no second copy of the weights. The tokenizer is loaded as usual."""
         if self._generator is not None:
             raise RuntimeError("attach_model: this CausalLM has loaded its model already; attach before first use.")
-        source = model_location(self.name)
-        tokenizer = load_tokenizer(self.tokenizer_source or source, self.trust_remote_code)
+        self._start_generator(model)
+
+    def _start_generator(self, model) -> None:
+        """The generator around `model` (base + configured adapter) and the tokenizer."""
+        source = self.tokenizer_source or model_location(self.name)
+        tokenizer = load_tokenizer(source, self.trust_remote_code)
         self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)
         self._loaded_model = model
 

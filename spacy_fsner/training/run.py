@@ -239,6 +239,7 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     """Pairs from boundary shifts and from the current pipeline's errors on the training docs (the trainer and the
     number of pairs of each kind); the adapter being continued (the SFT one) is the frozen reference."""
     from ..data.preferences import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
+    from ..evaluation.protocols import predict
     from .dpo_trainer import build_dpo_trainer, dpo_config
 
     task = nlp.get_pipe("fsner").task
@@ -246,10 +247,10 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     counts = {"boundary_pairs": len(pairs), "error_pairs": 0}
     if "error" in settings.dpo.pairs:
         gold = docs[: settings.dpo.feedback_docs or None]
-        fresh = (Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in gold)
         nlp.get_pipe("fsner").model.attach_model(model)  # predicts with the adapter being continued: no second copy
         model.eval()  # no LoRA dropout while predicting; the trainer switches back to train mode
-        errors = error_feedback_pairs(gold, list(nlp.pipe(fresh)), task)
+        predicted = [example.predicted for example in predict(nlp, gold, batch_size=nlp.batch_size)]
+        errors = error_feedback_pairs(gold, predicted, task)
         pairs += errors
         counts |= {"error_pairs": len(errors), "feedback_docs": len(gold)}
     if not pairs:

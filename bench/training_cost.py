@@ -23,17 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from training_objectives import corpus  # bench/ is on sys.path when a script of it runs
+from training_objectives import CLLMFS, corpus  # bench/ is on sys.path when a script of it runs
+from training_objectives import VARIANTS as OBJECTIVES
 
 REPO = Path(__file__).resolve().parents[1]
-CLLMFS = {"@misc": "spacy_fsner.CLLMFSTemplate.v1"}
-NO_CL = {"train.objectives.cl.contrastive": False, "train.objectives.cl.noise": False}
 VARIANTS = {
-    "load": ("cllmfs.cfg", NO_CL),
-    "sft": ("cllmfs.cfg", NO_CL),
-    "sft+cl": ("cllmfs.cfg", {"train.objectives.cl.noise": False}),
-    "sft+cl+noise": ("cllmfs.cfg", {}),
-    "sft+attention-cl": ("obp.cfg", {"components.fsner.template": CLLMFS}),
+    "load": OBJECTIVES["sft"],
+    **OBJECTIVES,
     "dpo": ("obp_dpo.cfg", {"components.fsner.template": CLLMFS, "train.dpo.pairs": ["boundary"]}),
     "dpo-half": ("obp_dpo.cfg", {"components.fsner.template": CLLMFS, "train.dpo.pairs": ["boundary"]}),
 }

@@ -113,7 +113,7 @@ def test_fine_tuning_trains_an_episode_adapter_that_prediction_uses(tiny_model_d
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values()), "a new LoRA starts at B = 0; it trained"
     losses = [entry["loss"] for entry in pipe.adaptation.log_history if "loss" in entry]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    assert pipe.task._demonstrations == {"PER": [], "LOC": []}, "demonstrations = false: prompts without them"
+    assert pipe.task.demonstrations == [], "demonstrations = false: prompts without them"
     after = _logprobs(nlp)
     assert after != before, "prediction uses the tuned adapter"
     assert _same(_base_weights(nlp), base)

@@ -168,7 +168,7 @@ def test_dpo_records_encode_like_the_generator(tokenizer) -> None:
     generator = ConstrainedGenerator(SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None)), tokenizer)
     assert len(records) == len(pairs) > 0
     for pair, record in zip(pairs, records, strict=True):
-        request = GenerationRequest(pair.prefix, pair.suffix, "", (), (), pair.fmt)
+        request = GenerationRequest(pair.prefix, pair.suffix, "", (), (), pair.fmt, pair.tail)
         assert record["prompt_input_ids"] == sum(generator.encode(request), [])
         assert record["chosen_input_ids"] == encode_completion(tokenizer, pair.chosen_text)
         assert record["rejected_input_ids"] == encode_completion(tokenizer, pair.rejected_text)

@@ -14,10 +14,10 @@ import spacy
 from spacy.tokens import Doc, Span
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from spacy_fsner.data.sft import SFT_FEATURES, label_char_offset, sft_dataset, sft_records
+from spacy_fsner.data.sft import SFT_FEATURES, sft_dataset, sft_records
 from spacy_fsner.decoding.generator import ConstrainedGenerator, encode_completion, encode_prompt
 from spacy_fsner.pipeline.task import FewShotNERTask
-from spacy_fsner.prompts.templates import alpaca_template_v1
+from spacy_fsner.prompts.templates import alpaca_template_v1, shared_input_template_v1
 
 LABELS = ["PER", "LOC", "ORG", "MISC"]
 DEFINITIONS = {"PER": "a specific person's name", "LOC": "a named place"}
@@ -61,7 +61,9 @@ def docs_and_task(template=None) -> tuple[list[Doc], FewShotNERTask]:
     return docs, task
 
 
-@pytest.mark.parametrize("template", [None, alpaca_template_v1()], ids=["cllmfs", "alpaca"])
+@pytest.mark.parametrize(
+    "template", [None, alpaca_template_v1(), shared_input_template_v1()], ids=["cllmfs", "alpaca", "shared-input"]
+)
 def test_prompt_ids_are_the_generators(tokenizer, template) -> None:
     """With every absent label kept, records and requests correspond one to one: the prompt part of each record is
     exactly `ConstrainedGenerator.encode(request)`, and the rest is the gold answer encoded as a training target."""
@@ -72,9 +74,13 @@ def test_prompt_ids_are_the_generators(tokenizer, template) -> None:
     assert len(records) == len(requests) == (1 + 2 + 1) * len(LABELS)
     generator = stub_generator(tokenizer)
     for record, (request, label) in zip(records, requests, strict=True):
-        prefix_ids, suffix_ids = generator.encode(request)
-        prompt_length = len(prefix_ids) + len(suffix_ids)
-        assert record["input_ids"][:prompt_length] == prefix_ids + suffix_ids
+        prefix_ids, suffix_ids, tail_ids = generator.encode(request)
+        prompt_length = len(prefix_ids) + len(suffix_ids) + len(tail_ids)
+        assert record["input_ids"][:prompt_length] == prefix_ids + suffix_ids + tail_ids
+        positions = record["label_positions"]
+        assert positions and tokenizer.decode([record["input_ids"][i] for i in positions]).strip().rstrip(":") == label
+        if template is not None and template.tail(label):  # the label is asked for after the input
+            assert positions[0] >= len(prefix_ids) + len(suffix_ids)
         assert record["label"] == label
         answer = [tokenizer.decode(record["input_ids"][a:b]).strip() for a, b in record["entity_spans"]]
         assert record["input_ids"][prompt_length:] == encode_completion(tokenizer, task.template.completion(answer))
@@ -156,7 +162,8 @@ def test_label_position_is_in_the_instruction_not_header_or_demonstrations(token
     doc = make_doc("A task in Oslo .", [(1, 2, "task"), (3, 4, "LOC")])
     (record,) = [r for r in sft_records([doc], task, tokenizer, absent_labels=0) if r["label"] == "task"]
     prefix = task.prompt_prefix("task")
-    start = label_char_offset(template, "task", None)
+    part, start = template.label_offset("task", task.prompt_context)
+    assert part == "prefix"
     assert start == prefix.index("extract task") + len("extract ") > prefix.index("task")
     offsets = tokenizer(prefix, return_offsets_mapping=True)["offset_mapping"]
     positions = record["label_positions"]
@@ -264,9 +271,9 @@ def test_real_tokenizer_smollm2(smollm2_dir) -> None:
         (1, "location"): ["東京"],
     }
     for i, (record, (request, label)) in enumerate(zip(records, requests, strict=True)):
-        prefix_ids, suffix_ids = generator.encode(request)
+        prefix_ids, suffix_ids, tail_ids = generator.encode(request)
         ids = record["input_ids"]
-        assert ids[: len(prefix_ids) + len(suffix_ids)] == prefix_ids + suffix_ids
+        assert ids[: len(prefix_ids) + len(suffix_ids) + len(tail_ids)] == prefix_ids + suffix_ids + tail_ids
         assert [tokenizer.decode(ids[a:b]).strip() for a, b in record["entity_spans"]] == expected.get(
             (i // 3, label), []
         )

@@ -44,7 +44,8 @@ DPO_FEATURES = Features(
 
 @dataclass
 class PreferencePair:
-    """One prompt (`prefix` + `suffix`, as `GenerationRequest` splits it), a chosen and a rejected answer."""
+    """One prompt (`prefix` + `suffix` + `tail`, as `GenerationRequest` splits it), a chosen and a rejected
+    answer."""
 
     prefix: str
     suffix: str
@@ -56,6 +57,7 @@ class PreferencePair:
     label: str
     fmt: ResponseFormat = field(default_factory=ResponseFormat)
     """The template's response format, which renders the answers."""
+    tail: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -63,7 +65,7 @@ class PreferencePair:
 
     @property
     def prompt(self) -> str:
-        return self.prefix + self.suffix
+        return self.prefix + self.suffix + self.tail
 
     @property
     def chosen_text(self) -> str:
@@ -99,7 +101,14 @@ def boundary_shift_pairs(docs: Iterable[Doc], task: FewShotNERTask) -> list[Pref
                     seen.add(tuple(rejected))
                     pairs.append(
                         PreferencePair(
-                            request.prefix, request.suffix, list(chosen), rejected, "boundary", label, request.fmt
+                            request.prefix,
+                            request.suffix,
+                            list(chosen),
+                            rejected,
+                            "boundary",
+                            label,
+                            request.fmt,
+                            request.tail,
                         )
                     )
     return pairs
@@ -163,7 +172,9 @@ def error_feedback_pairs(
                 rejected = [e.text for e in inside if e.label_ == label]
                 if chosen != rejected:
                     pairs.append(
-                        PreferencePair(request.prefix, request.suffix, chosen, rejected, "error", label, request.fmt)
+                        PreferencePair(
+                            request.prefix, request.suffix, chosen, rejected, "error", label, request.fmt, request.tail
+                        )
                     )
     return pairs
 
@@ -185,7 +196,7 @@ def _predicted(doc: Doc, doc_index: int, spans_key: str | None, labels: set[str]
 def dpo_records(
     pairs: Iterable[PreferencePair], tokenizer: PreTrainedTokenizerBase, *, max_length: int | None = None
 ) -> list[dict[str, Any]]:
-    """Token ids and texts per pair: `prompt_input_ids` (prefix and suffix encoded as the generator encodes them),
+    """Token ids and texts per pair: `prompt_input_ids` (prefix, suffix and tail encoded as the generator does),
     `chosen_input_ids`/`rejected_input_ids` (each answer encoded on its own, then EOS), and the texts `prompt`,
     `chosen`, `rejected`.
 
@@ -198,8 +209,9 @@ def dpo_records(
     records: list[dict[str, Any]] = []
     for index, pair in enumerate(pairs):
         if pair.prefix not in prefixes:
-            prefixes[pair.prefix] = encode_prompt(tokenizer, pair.prefix, "")[0]
-        prompt_ids = prefixes[pair.prefix] + encode_prompt(tokenizer, "", pair.suffix)[1]
+            prefixes[pair.prefix] = encode_prompt(tokenizer, pair.prefix)[0]
+        _, suffix_ids, tail_ids = encode_prompt(tokenizer, "", pair.suffix, pair.tail)
+        prompt_ids = prefixes[pair.prefix] + suffix_ids + tail_ids
         chosen_ids = encode_completion(tokenizer, pair.chosen_text)
         rejected_ids = encode_completion(tokenizer, pair.rejected_text)
         length = len(prompt_ids) + max(len(chosen_ids), len(rejected_ids))

@@ -9,15 +9,15 @@ One record per (chunk, label) for each label with a gold entity in the chunk, pl
 model must learn to answer with none, but empty answers dominate when all are kept: see `sft_records`). Columns,
 the contract with the trainer:
 
-- `input_ids`: prefix ids + suffix ids + completion ids (the completion encoded on its own, then EOS).
+- `input_ids`: prefix ids + suffix ids + tail ids + completion ids (the completion encoded on its own, then EOS).
 - `completion_mask`: 1 on the completion tokens (EOS included), else 0.
 - `token_types`: per token, -1 outside the input text (template, demonstrations, completion), 0 for a token of the
   input text outside every gold entity, 1 + the label's index in `task.labels` for a token inside a gold entity of
   any label (for contrastive losses over entity representations). A token is inside the text or an entity when its
   chars (the tokenizer's offset mapping; byte-level BPE tokens include their leading space) overlap it; a token
   overlapping two entities takes the first one's type.
-- `label_positions`: positions of the label's name where the instruction mentions it first (the attention anchor
-  of OBP-LLM's contrastive loss).
+- `label_positions`: positions of the label's name where the instruction mentions it (in the prefix, or in the tail
+  of a template that asks for the label after the input): the attention anchor of OBP-LLM's contrastive loss.
 - `entity_spans`: `[start, end)` token positions of each gold entity of this record's label, in order.
 - `label`: the record's label.
 """
@@ -25,7 +25,6 @@ the contract with the trainer:
 from __future__ import annotations
 
 import random
-import string
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from transformers import PreTrainedTokenizerBase
 
 from ..decoding.generator import GenerationRequest, encode_completion, encode_prompt
 from ..pipeline.task import FewShotNERTask
-from ..prompts.templates import PromptTemplate
 
 SFT_FEATURES = Features(
     {
@@ -135,30 +133,6 @@ def check_placed(
         )
 
 
-def label_char_offset(template: PromptTemplate, label: str, definition: str | None) -> int:
-    """Char offset, in the prefix, of the label where the instruction mentions it first.
-
-    Found from the template's `{label}` field rather than by searching the prefix for the label's string, which
-    may occur earlier (a label named "task" in the alpaca header) or in a demonstration.
-    """
-    clause = template.definition.format(label=label, definition=definition) if definition else ""
-    values = {"label": label, "definition": clause}
-    formatter = string.Formatter()
-    position = len(template.header)
-    for literal, name, spec, conversion in formatter.parse(template.instruction):
-        position += len(literal)
-        if name is None:
-            continue
-        if name == "label":
-            return position
-        value = formatter.convert_field(formatter.get_field(name, (), values)[0], conversion)
-        position += len(formatter.format_field(value, spec or ""))
-    raise ValueError(
-        f"The template's instruction {template.instruction!r} does not mention '{{label}}': training needs the "
-        "label's position in the prompt (and prompts of different labels would be identical). Add '{label}' to it."
-    )
-
-
 def overlaps(start: int, end: int, a: int, b: int) -> bool:
     """Whether a token's chars `[start, end)` overlap `[a, b)`; a zero-width token counts where strictly inside."""
     return start < b and end > a
@@ -213,7 +187,8 @@ def sft_records(
         raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
     encoder = _OffsetEncoder(tokenizer)
     rng = random.Random(seed)
-    label_offsets: dict[str, int] = {}
+    label_offsets: dict[str, tuple[str, int]] = {}
+    context = task.prompt_context
     records: list[dict[str, Any]] = []
     for chunk in gold_chunks(docs, task):
         present = {e.label_ for e in chunk.entities}
@@ -224,7 +199,7 @@ def sft_records(
             if label not in kept:
                 continue
             if label not in label_offsets:
-                label_offsets[label] = label_char_offset(task.template, label, task.label_definitions.get(label))
+                label_offsets[label] = task.template.label_offset(label, context)
             record = _record(chunk, request, label, label_offsets[label], task, tokenizer, encoder)
             if max_length is not None and len(record["input_ids"]) > max_length:
                 raise ValueError(
@@ -241,18 +216,24 @@ def _record(
     chunk: GoldChunk,
     request: GenerationRequest,
     label: str,
-    label_offset: int,
+    label_offset: tuple[str, int],
     task: FewShotNERTask,
     tokenizer: PreTrainedTokenizerBase,
     encoder: _OffsetEncoder,
 ) -> dict[str, Any]:
-    prefix_ids, suffix_ids = encode_prompt(tokenizer, request.prefix, request.suffix)
-    prefix_offsets = encoder.offsets(request.prefix, prefix_ids, special_tokens=True)
+    prefix_ids, suffix_ids, tail_ids = encode_prompt(tokenizer, request.prefix, request.suffix, request.tail)
     suffix_offsets = encoder.offsets(request.suffix, suffix_ids, special_tokens=False)
-    if request.prefix[label_offset : label_offset + len(label)] != label:
-        raise RuntimeError(f"label_char_offset disagrees with PromptTemplate.prefix for label {label!r}.")
+    part, offset = label_offset
+    text, ids, start = (
+        (request.prefix, prefix_ids, 0)
+        if part == "prefix"
+        else (request.tail, tail_ids, len(prefix_ids) + len(suffix_ids))
+    )
+    if text[offset : offset + len(label)] != label:
+        raise RuntimeError(f"The template's label_offset disagrees with its prompt for label {label!r}.")
+    part_offsets = encoder.offsets(text, ids, special_tokens=part == "prefix")
     label_positions = [
-        i for i, (s, e) in enumerate(prefix_offsets) if overlaps(s, e, label_offset, label_offset + len(label))
+        start + i for i, (s, e) in enumerate(part_offsets) if overlaps(s, e, offset, offset + len(label))
     ]
     answer = chunk.entities_of(label)
     completion_ids = encode_completion(tokenizer, task.template.completion([e.text for e in answer]))
@@ -277,11 +258,11 @@ def _record(
             raise RuntimeError(f"No token of the suffix covers the entity {entity.text!r} (chars {a}-{b}).")
         entity_spans.append([len(prefix_ids) + inside[0], len(prefix_ids) + inside[-1] + 1])
 
-    prompt_length = len(prefix_ids) + len(suffix_ids)
+    prompt_length = len(prefix_ids) + len(suffix_ids) + len(tail_ids)
     return {
-        "input_ids": prefix_ids + suffix_ids + completion_ids,
+        "input_ids": prefix_ids + suffix_ids + tail_ids + completion_ids,
         "completion_mask": [0] * prompt_length + [1] * len(completion_ids),
-        "token_types": [-1] * len(prefix_ids) + suffix_types + [-1] * len(completion_ids),
+        "token_types": [-1] * len(prefix_ids) + suffix_types + [-1] * (len(tail_ids) + len(completion_ids)),
         "label_positions": label_positions,
         "entity_spans": entity_spans,
         "label": label,

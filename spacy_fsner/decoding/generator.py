@@ -1,8 +1,15 @@
-"""Greedy constrained generation, batched, with the shared prompt prefix computed once.
+"""Greedy constrained generation over a prefix tree of prompts, batched by token budget.
 
-Prompts are grouped by their prefix (instruction header + label instruction + demonstrations). Each prefix runs
-through the model once; its KV cache is copied to every row of a batch, and the per-input suffixes follow as
-`[prefix | pads | suffix]` with attention-mask 0 on the pads. Finished rows leave the batch at once.
+A prompt is `prefix + suffix + tail` (see `prompts.templates`). The prompts of one call form a tree: each distinct
+prefix is computed once, each distinct `prefix + suffix` once on top of it, and each tail on top of that; no part
+is computed twice. Rows of the KV cache are copied from their parent instead.
+
+Prefill runs in sub-batches of nearly equal length (at most `pad_tolerance` of a sub-batch's tokens are pads, at
+most `batch_tokens` tokens per forward pass), so pads cost little; the sub-batches are then merged, padding only
+the cache (masked, never computed), and up to `batch_size` rows decode together. A decode step masks every row's
+disallowed tokens with one tensor and reads the chosen tokens back with one transfer; the next step's allowed
+tokens (cached per constraint state) are computed while the model runs, which on a GPU overlaps the two.
+
 `generate_naive` is the baseline a hand-rolled script would use: one `model.generate` call per prompt with the
 same constraint as a `LogitsProcessor`; both give the same tokens (greedy, ties broken by the lowest token id).
 """
@@ -10,7 +17,7 @@ same constraint as a `LogitsProcessor`; both give the same tokens (greedy, ties 
 from __future__ import annotations
 
 import codecs
-import copy
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +39,8 @@ from .vocab import TokenTrie
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt: `prefix` is shared by many prompts (cached), `suffix` carries the input text.
+    """One prompt, `prefix + suffix + tail`: `prefix` is shared by many prompts, `suffix` starts with the input
+    text, `tail` (often empty) follows it and may be shared by no other prompt.
 
     Entities must be copied from `source`, starting at a char offset in `starts` and ending at one in `ends`.
     """
@@ -43,6 +51,11 @@ class GenerationRequest:
     starts: tuple[int, ...]
     ends: tuple[int, ...]
     fmt: ResponseFormat = field(default_factory=ResponseFormat)
+    tail: str = ""
+
+    @property
+    def prompt(self) -> str:
+        return self.prefix + self.suffix + self.tail
 
 
 @dataclass
@@ -64,8 +77,81 @@ class Generation:
         return parse_response(self.text, self.fmt, self.token_ends, self.token_logprobs)
 
 
+@dataclass
+class _Rows:
+    """A batch of KV-cache rows: per layer keys/values [rows, kv_heads, width, head_dim], the attention mask
+    [rows, width] (0 on pads, which sit left of each row's tokens) and each row's last position."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+    last_position: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def select(self, index: torch.Tensor) -> _Rows:
+        """Rows `index` (repeats allowed): a child row starts as a copy of its parent's."""
+        return _Rows(
+            [k.index_select(0, index) for k in self.keys],
+            [v.index_select(0, index) for v in self.values],
+            self.mask.index_select(0, index),
+            self.last_position.index_select(0, index),
+        )
+
+    def cache(self) -> DynamicCache:
+        return DynamicCache(ddp_cache_data=list(zip(self.keys, self.values, strict=True)))
+
+    @staticmethod
+    def concat(parts: Sequence[_Rows]) -> _Rows:
+        """The rows of `parts` in one batch, each right-aligned in the widest width (left-padding the cache)."""
+        if len(parts) == 1:
+            return parts[0]
+        width = max(part.width for part in parts)
+
+        def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+            first = tensors[0]
+            shape = (sum(t.shape[0] for t in tensors), *first.shape[1:-2], width, first.shape[-1])
+            out = first.new_zeros(shape)
+            row = 0
+            for t in tensors:
+                out[row : row + t.shape[0], ..., width - t.shape[-2] :, :] = t
+                row += t.shape[0]
+            return out
+
+        mask = parts[0].mask.new_zeros((sum(p.mask.shape[0] for p in parts), width))
+        row = 0
+        for part in parts:
+            mask[row : row + part.mask.shape[0], width - part.width :] = part.mask
+            row += part.mask.shape[0]
+        return _Rows(
+            [stack([p.keys[i] for p in parts]) for i in range(len(parts[0].keys))],
+            [stack([p.values[i] for p in parts]) for i in range(len(parts[0].values))],
+            mask,
+            torch.cat([p.last_position for p in parts]),
+        )
+
+
+@dataclass
+class _Leaf:
+    """A distinct request of one generate call and the input positions that asked for it."""
+
+    request: GenerationRequest
+    middle: tuple[int, ...]
+    """Ids after the shared root: the suffix (all of the prompt without a prefix cache)."""
+    tail: tuple[int, ...]
+    indices: list[int]
+
+
+def _tail_ids(leaf: _Leaf) -> tuple[int, ...]:
+    return leaf.tail
+
+
 class ConstrainedGenerator:
-    """Runs `GenerationRequest`s through a causal LM; counts the tokens it feeds the model in `self.counts`."""
+    """Runs `GenerationRequest`s through a causal LM; counts the tokens it feeds the model in `self.counts`:
+    `prompt_tokens` (prompt tokens computed), `pad_tokens` (pads computed beside them), `decode_tokens` (generated
+    tokens fed back), `forward_passes`."""
 
     def __init__(
         self,
@@ -76,67 +162,181 @@ class ConstrainedGenerator:
         max_new_tokens: int = 128,
         constrained: bool = True,
         prefix_cache: bool = True,
+        batch_tokens: int = 2048,
+        pad_tolerance: float = 0.1,
     ) -> None:
-        if batch_size < 1 or max_new_tokens < 1:
-            raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
+        if batch_size < 1 or max_new_tokens < 1 or batch_tokens < 1:
+            raise ValueError(
+                f"batch_size, max_new_tokens and batch_tokens must be >= 1, got {batch_size}, {max_new_tokens}, "
+                f"{batch_tokens}"
+            )
+        if not 0.0 <= pad_tolerance < 1.0:
+            raise ValueError(f"pad_tolerance is a share of a batch's tokens in [0, 1), got {pad_tolerance}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.constrained = constrained
         self.prefix_cache = prefix_cache
+        self.batch_tokens = batch_tokens
+        self.pad_tolerance = pad_tolerance
         self.trie = TokenTrie.from_tokenizer(tokenizer)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.counts: Counter[str] = Counter()
         self._prefix_ids: dict[str, list[int]] = {}
 
-    def encode(self, request: GenerationRequest) -> tuple[list[int], list[int]]:
-        """Token ids of prefix (with the tokenizer's special tokens) and suffix, encoded separately.
-
-        Encoding the two parts separately, everywhere (training too), keeps the cached prefix valid.
-        """
+    def encode(self, request: GenerationRequest) -> tuple[list[int], list[int], list[int]]:
+        """Token ids of prefix (with the tokenizer's special tokens), suffix and tail, each encoded separately
+        (`encode_prompt`), which keeps every cached part valid. Prefixes are encoded once."""
         prefix = self._prefix_ids.get(request.prefix)
         if prefix is None:
-            prefix, suffix = encode_prompt(self.tokenizer, request.prefix, request.suffix)
-            self._prefix_ids[request.prefix] = prefix
-            return prefix, suffix
-        return prefix, encode_prompt(self.tokenizer, "", request.suffix)[1]  # prefix cached: encode the suffix only
+            prefix = self._prefix_ids[request.prefix] = encode_prompt(self.tokenizer, request.prefix)[0]
+        _, suffix, tail = encode_prompt(self.tokenizer, "", request.suffix, request.tail)
+        return prefix, suffix, tail
 
     def constraint(self, request: GenerationRequest) -> SubstringConstraint:
         return SubstringConstraint(request.fmt, request.source, request.starts, request.ends, self.trie)
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[Generation]:
-        """Generate for every request; output order follows input order."""
+        """Generate for every request; output order follows input order. Equal requests are generated once."""
         results: list[Generation | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[int, ...], dict[GenerationRequest, _Leaf]] = {}
         for index, request in enumerate(requests):
-            groups.setdefault(request.prefix if self.prefix_cache else "", []).append(index)
+            prefix, suffix, tail = self.encode(request)
+            self._check_length(len(prefix) + len(suffix) + len(tail))
+            root, middle = (prefix, suffix) if self.prefix_cache else ([], prefix + suffix + tail)
+            leaves = groups.setdefault(tuple(root), {})
+            if request not in leaves:
+                leaves[request] = _Leaf(request, tuple(middle), tuple(tail) if self.prefix_cache else (), [])
+            leaves[request].indices.append(index)
         bar = tqdm(total=len(requests), desc="fsner generate", unit="prompt", disable=not progress)
-        for indices in groups.values():
-            encoded = {i: self.encode(requests[i]) for i in indices}
-            for prefix, suffix in encoded.values():
-                self._check_length(len(prefix) + len(suffix))
-            prefix_ids = encoded[indices[0]][0] if self.prefix_cache else []
-            cache = self._run_prefix(prefix_ids)
-            by_length = sorted(indices, key=lambda i: len(encoded[i][1]) + len(encoded[i][0]))
-            for start in range(0, len(by_length), self.batch_size):
-                batch = by_length[start : start + self.batch_size]
-                suffixes = [encoded[i][1] if self.prefix_cache else sum(encoded[i], []) for i in batch]
-                outputs = self._generate_batch(prefix_ids, cache, suffixes, [requests[i] for i in batch])
-                for i, generation in zip(batch, outputs, strict=True):
-                    results[i] = generation
-                bar.update(len(batch))
+        for root, leaves in groups.items():
+            root_rows = self._run_root(list(root))
+            for chunk in self._chunks(list(leaves.values())):
+                for leaf, generation in zip(chunk, self._generate_chunk(root_rows, chunk), strict=True):
+                    for i in leaf.indices:
+                        results[i] = dataclasses.replace(generation)
+                bar.update(sum(len(leaf.indices) for leaf in chunk))
         bar.close()
         return [r for r in results if r is not None]
+
+    def _chunks(self, leaves: list[_Leaf]) -> list[list[_Leaf]]:
+        """Leaves in decode batches of at most `batch_size` rows (more only when one input has more labels),
+        whole inputs at a time, inputs sorted by length so that a batch's prefill needs few pads."""
+        by_middle: dict[tuple[int, ...], list[_Leaf]] = {}
+        for leaf in leaves:
+            by_middle.setdefault(leaf.middle, []).append(leaf)
+        chunks: list[list[_Leaf]] = [[]]
+        for middle in sorted(by_middle, key=len):
+            siblings = by_middle[middle]
+            if chunks[-1] and len(chunks[-1]) + len(siblings) > self.batch_size:
+                chunks.append([])
+            chunks[-1].extend(siblings)
+        return [c for c in chunks if c]
+
+    def _generate_chunk(self, root: _Rows | None, chunk: list[_Leaf]) -> list[Generation]:
+        """Prefill the chunk's inputs on the root, then each tail on its input's row (a leaf without a tail takes
+        its input's row as it is), then decode all leaves together. Returns the generations in `chunk`'s order."""
+        if not any(leaf.tail for leaf in chunk):  # the inputs are the leaves
+            rows, logits, leaves = self._prefill(root, chunk, lambda leaf: 0, lambda leaf: leaf.middle)
+        else:
+            middles = list(dict.fromkeys(leaf.middle for leaf in chunk))
+            middle_rows, middle_logits, middles = self._prefill(root, middles, lambda m: 0, lambda m: m)
+            row_of = {m: i for i, m in enumerate(middles)}
+            tailed = [leaf for leaf in chunk if leaf.tail]
+            rows, logits, leaves = self._prefill(middle_rows, tailed, lambda leaf: row_of[leaf.middle], _tail_ids)
+            bare = [leaf for leaf in chunk if not leaf.tail]
+            if bare:
+                index = torch.tensor([row_of[leaf.middle] for leaf in bare], device=middle_logits.device)
+                rows = _Rows.concat([rows, middle_rows.select(index)])
+                logits = torch.cat([logits, middle_logits.index_select(0, index)])
+                leaves = leaves + bare
+        by_leaf = {id(leaf): g for leaf, g in zip(leaves, self._decode(rows, logits, leaves), strict=True)}
+        return [by_leaf[id(leaf)] for leaf in chunk]
+
+    def _prefill(self, parent: _Rows | None, items: list, parent_row, ids) -> tuple[_Rows, torch.Tensor, list]:
+        """One row per item: `ids(item)` on top of parent row `parent_row(item)`, computed in `_sub_batches` and
+        merged. Returns the rows, their last logits and the items in row order."""
+        parts, logits, order = [], [], []
+        for batch in self._sub_batches(items, lambda item: len(ids(item))):
+            rows, last = self._extend(parent, [parent_row(item) for item in batch], [list(ids(item)) for item in batch])
+            parts.append(rows)
+            logits.append(last)
+            order.extend(batch)
+        return _Rows.concat(parts), torch.cat(logits), order
+
+    def _sub_batches(self, items: list, length) -> list[list]:
+        """`items` sorted by `length`, cut into prefill batches: at most `batch_tokens` tokens (pads included) and
+        at most `pad_tolerance` of them pads (a longer item starts a new batch rather than pad the others)."""
+        batches: list[list] = []
+        current: list = []
+        real = 0
+        for item in sorted(items, key=length):
+            n = length(item)
+            total = (len(current) + 1) * n
+            if current and (total > self.batch_tokens or total - real - n > self.pad_tolerance * total):
+                batches.append(current)
+                current, real = [], 0
+            current.append(item)
+            real += n
+        if current:
+            batches.append(current)
+        return batches
+
+    def _run_root(self, root_ids: list[int]) -> _Rows | None:
+        if not root_ids:
+            return None
+        rows, _ = self._extend(None, [0], [root_ids])
+        return rows
+
+    def _extend(self, parent: _Rows | None, parents: list[int], ids: list[list[int]]) -> tuple[_Rows, torch.Tensor]:
+        """New rows: row i continues parent row `parents[i]` with the tokens `ids[i]` (left-padded to one width).
+        Returns them and each row's logits after its last token."""
+        device, n = self.model.device, len(ids)
+        width = max(len(t) for t in ids)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        new_mask = torch.zeros((n, width), dtype=torch.long)
+        for row, tokens in enumerate(ids):
+            input_ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+            new_mask[row, width - len(tokens) :] = 1
+        input_ids, new_mask = input_ids.to(device), new_mask.to(device)
+        if parent is None:
+            context, cache = None, DynamicCache()
+            mask, last_position = new_mask, torch.full((n,), -1, dtype=torch.long, device=device)
+        else:
+            context = parent.select(torch.tensor(parents, device=device))
+            cache, last_position = context.cache(), context.last_position
+            mask = torch.cat([context.mask, new_mask], dim=1)
+        positions = (last_position[:, None] + new_mask.cumsum(-1)).clamp(min=0)
+        real = sum(len(t) for t in ids)
+        self.counts["prompt_tokens"] += real
+        self.counts["pad_tokens"] += n * width - real
+        self.counts["forward_passes"] += 1
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        layers = cache.layers
+        rows = _Rows(
+            [layer.keys for layer in layers],
+            [layer.values for layer in layers],
+            mask,
+            last_position + new_mask.sum(-1),
+        )
+        return rows, logits
 
     @torch.inference_mode()
     def generate_naive(self, request: GenerationRequest) -> Generation:
         """One `model.generate` call for one prompt: no batching, no prefix cache (the benchmark's baseline)."""
-        prefix_ids, suffix_ids = self.encode(request)
-        self._check_length(len(prefix_ids) + len(suffix_ids))
-        input_ids = torch.tensor([prefix_ids + suffix_ids], device=self.model.device)
+        prompt_ids = [i for part in self.encode(request) for i in part]
+        self._check_length(len(prompt_ids))
+        input_ids = torch.tensor([prompt_ids], device=self.model.device)
         constraint = self.constraint(request) if self.constrained else None
         processors = [_ConstraintProcessor(self, constraint, input_ids.shape[1])] if constraint else []
         stopping = [_DoneCriteria(processors[0])] if processors else []
@@ -160,6 +360,7 @@ class ConstrainedGenerator:
         steps = zip(output.logits, new_ids, strict=True)
         logprobs = [torch.log_softmax(step[0].float(), -1)[tok].item() for step, tok in steps]
         self.counts["decode_tokens"] += max(len(new_ids) - 1, 0)
+        self.counts["forward_passes"] += len(new_ids)
         state = constraint.initial() if constraint else None
         for tok in new_ids:
             state = constraint.advance(state, tok) if constraint else None
@@ -175,84 +376,97 @@ class ConstrainedGenerator:
                 "`max_chunk_tokens` (shorter pieces of text per prompt) or `max_new_tokens`."
             )
 
-    def _run_prefix(self, prefix_ids: list[int]) -> DynamicCache | None:
-        if not prefix_ids:
-            return None
-        output = self.model(
-            input_ids=torch.tensor([prefix_ids], device=self.model.device), use_cache=True, logits_to_keep=1
-        )
-        self.counts["prompt_tokens"] += len(prefix_ids)
-        return output.past_key_values
-
-    def _generate_batch(
-        self,
-        prefix_ids: list[int],
-        prefix_cache: DynamicCache | None,
-        suffixes: list[list[int]],
-        requests: list[GenerationRequest],
-    ) -> list[Generation]:
-        device, rows = self.model.device, len(suffixes)
-        width = max(len(s) for s in suffixes)
-        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((rows, len(prefix_ids) + width), dtype=torch.long, device=device)
-        mask[:, : len(prefix_ids)] = 1
-        for row, ids in enumerate(suffixes):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, device=device)
-            mask[row, mask.shape[1] - len(ids) :] = 1
-        cache = DynamicCache()
-        if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(rows)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        self.counts["prompt_tokens"] += sum(len(s) for s in suffixes)
-        self.counts["pad_tokens"] += rows * width - sum(len(s) for s in suffixes)
-        logits = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions[:, -width:],
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
+    def _decode(self, rows: _Rows, logits: torch.Tensor, leaves: list[_Leaf]) -> list[Generation]:
+        """Greedy constrained decoding of `rows` (one per leaf, `logits` after their last prompt token)."""
+        device, n = self.model.device, len(leaves)
+        requests = [leaf.request for leaf in leaves]
+        cache, mask, last_position = rows.cache(), rows.mask, rows.last_position
         constraints = [self.constraint(r) if self.constrained else None for r in requests]
         states = [c.initial() if c else None for c in constraints]
-        tokens: list[list[int]] = [[] for _ in range(rows)]
-        logprobs: list[list[float]] = [[] for _ in range(rows)]
-        finished = [False] * rows
-        live = list(range(rows))
-        last_position = positions[:, -1]
+        allowed: dict[tuple[int, StateSet], torch.Tensor] = {}
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        logprobs: list[list[float]] = [[] for _ in range(n)]
+        finished = [False] * n
+        live = list(range(n))
+        masks = self._allowed_masks(constraints, states, live, allowed)
         while live:
+            chosen, chosen_logprobs = self._pick(logits, masks)
             next_ids, still_live = [], []
-            step_logprobs = torch.log_softmax(logits.float(), -1)
             for j, row in enumerate(live):
-                token = self._choose(logits[j], constraints[row], states[row])
+                token = chosen[j]
                 tokens[row].append(token)
-                logprobs[row].append(step_logprobs[j, token].item())
-                if constraints[row] is not None:
-                    states[row] = constraints[row].advance(states[row], token)
-                done = token in self.eos_ids or (constraints[row] is not None and constraints[row].is_done(states[row]))
+                logprobs[row].append(chosen_logprobs[j])
+                constraint = constraints[row]
+                if constraint is not None:
+                    states[row] = constraint.advance(states[row], token)
+                done = token in self.eos_ids or (constraint is not None and constraint.is_done(states[row]))
                 finished[row] = done
                 if not done and len(tokens[row]) < self.max_new_tokens:
                     still_live.append(j)
                     next_ids.append(token)
             if not still_live:
                 break
-            keep = torch.tensor(still_live, device=device)
             if len(still_live) < len(live):
+                keep = torch.tensor(still_live, device=device)
                 cache.batch_select_indices(keep)
                 mask, last_position = mask[keep], last_position[keep]
             live = [live[j] for j in still_live]
             mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=device)], dim=1)
             last_position = last_position + 1
             self.counts["decode_tokens"] += len(live)
-            logits = self.model(
+            self.counts["forward_passes"] += 1
+            logits = self.model(  # on a GPU this returns at once; the next masks are built while it runs
                 input_ids=torch.tensor(next_ids, device=device)[:, None],
                 attention_mask=mask,
                 position_ids=last_position[:, None],
                 past_key_values=cache,
                 use_cache=True,
             ).logits[:, -1]
-        return [self._generation(tokens[r], logprobs[r], finished[r], requests[r].fmt) for r in range(rows)]
+            masks = self._allowed_masks(constraints, states, live, allowed)
+        return [self._generation(tokens[r], logprobs[r], finished[r], requests[r].fmt) for r in range(n)]
+
+    def _allowed_masks(
+        self,
+        constraints: list[SubstringConstraint | None],
+        states: list[StateSet | None],
+        live: list[int],
+        cache: dict[tuple[int, StateSet], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(row, token) index pairs of every live row's allowed tokens, on the model's device; None unconstrained.
+
+        The allowed ids of a (constraint, state) are computed once (`allowed_ids`, cached per state), kept as a
+        CPU tensor, and all rows' go to the device in one copy."""
+        if not self.constrained:
+            return None
+        columns = []
+        for row in live:
+            key = (row, states[row])
+            ids = cache.get(key)
+            if ids is None:
+                ids = cache[key] = torch.tensor(self.allowed_ids(constraints[row], states[row]), dtype=torch.long)
+            columns.append(ids)
+        lengths = torch.tensor([len(c) for c in columns])
+        rows = torch.repeat_interleave(torch.arange(len(live)), lengths)
+        pairs = torch.stack([rows, torch.cat(columns)])
+        device = self.model.device
+        pairs = pairs.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else pairs
+        return pairs[0], pairs[1]
+
+    def _pick(
+        self, logits: torch.Tensor, masks: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[list[int], list[float]]:
+        """Each row's greedy token among its allowed ones (ties: the lowest id) and its log-probability: one mask
+        for all rows, one transfer to the host."""
+        logits = logits.float()
+        if masks is None:
+            chosen = logits.argmax(-1)
+        else:
+            bias = torch.full_like(logits, float("-inf"))
+            bias[masks[0], masks[1]] = 0.0
+            chosen = (logits + bias).argmax(-1)
+        logprobs = torch.log_softmax(logits, -1).gather(1, chosen[:, None])[:, 0]
+        both = torch.stack([chosen.double(), logprobs.double()]).cpu()
+        return [int(t) for t in both[0].tolist()], both[1].tolist()
 
     def allowed_ids(self, constraint: SubstringConstraint, state: StateSet) -> list[int]:
         """Tokens the grammar allows next, plus end-of-sequence where the response may stop."""
@@ -262,13 +476,6 @@ class ConstrainedGenerator:
         if not allowed:  # cannot happen with a tokenizer that covers all 256 bytes; stop rather than loop
             allowed = sorted(self.eos_ids)
         return allowed
-
-    def _choose(self, logits: torch.Tensor, constraint: SubstringConstraint | None, state: StateSet | None) -> int:
-        if constraint is None:
-            return int(logits.argmax())
-        allowed = self.allowed_ids(constraint, state)
-        index = torch.tensor(allowed, device=logits.device)
-        return allowed[int(logits[index].argmax())]
 
     def _generation(
         self, token_ids: list[int], logprobs: list[float], finished: bool, fmt: ResponseFormat
@@ -316,18 +523,16 @@ class _DoneCriteria(StoppingCriteria):
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prefix: str, suffix: str) -> tuple[list[int], list[int]]:
-    """Token ids of a prompt's prefix (with the tokenizer's special tokens, e.g. BOS) and suffix (without), encoded
-    separately.
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prefix: str, *parts: str) -> list[list[int]]:
+    """Token ids of a prompt's prefix (with the tokenizer's special tokens, e.g. BOS) and of each following part
+    (suffix, tail: without), every part encoded separately.
 
-    The one definition of how a prompt becomes ids, for generation and for training alike: the generator runs each
-    prefix once and reuses its KV cache for every suffix, so a model trained on the prompt encoded as one string
-    (where tokens may merge across the prefix/suffix border) would see other ids at inference.
+    The one definition of how a prompt becomes ids, for generation and for training alike: the generator computes
+    each prefix once and reuses its KV cache for every suffix (and a suffix's for every tail), so a model trained
+    on the prompt encoded as one string (where tokens may merge across a border) would see other ids at inference.
     """
-    return (
-        tokenizer(prefix, add_special_tokens=True)["input_ids"],
-        tokenizer(suffix, add_special_tokens=False)["input_ids"],
-    )
+    ids = [tokenizer(prefix, add_special_tokens=True)["input_ids"]]
+    return ids + [tokenizer(part, add_special_tokens=False)["input_ids"] for part in parts]
 
 
 def encode_completion(tokenizer: PreTrainedTokenizerBase, completion: str) -> list[int]:

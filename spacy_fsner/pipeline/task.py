@@ -19,7 +19,7 @@ from spacy_llm.registry import registry as llm_registry
 
 from ..decoding.alignment import align_jointly
 from ..decoding.generator import Generation, GenerationRequest
-from ..prompts.templates import Demonstration, PromptTemplate, cllmfs_template_v1
+from ..prompts.templates import AnnotatedText, PromptContext, PromptTemplate, cllmfs_template_v1
 from .chunking import chunk_doc, token_boundaries
 from .resolve import resolve_entities
 
@@ -37,7 +37,7 @@ class DocPrompts:
     """Char offset of each request's chunk in the doc."""
 
     def texts(self) -> list[str]:
-        return [r.prefix + r.suffix for r in self.requests]
+        return [r.prompt for r in self.requests]
 
     def __str__(self) -> str:
         return "\n\n".join(self.texts())
@@ -100,7 +100,7 @@ class FewShotNERTask:
         self._max_chunk_tokens = max_chunk_tokens
         self._overwrite_ents = overwrite_ents
         self._spans_key = spans_key
-        self._demonstrations: dict[str, list[Demonstration]] = {}
+        self._examples: list[AnnotatedText] = []
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -125,27 +125,37 @@ class FewShotNERTask:
         return 1
 
     def clear(self) -> None:
-        self._labels, self._definitions, self._demonstrations = [], {}, {}
+        self._labels, self._definitions, self._examples = [], {}, []
 
     def set_labels(self, labels: Sequence[str], label_definitions: dict[str, str] | None = None) -> None:
         validate_labels(labels, dict(label_definitions or {}))
         self._labels, self._definitions = list(labels), dict(label_definitions or {})
 
     def set_demonstrations(self, docs: Iterable[Doc]) -> None:
-        """Use annotated docs (`doc.ents`) as in-prompt examples for every label, in order."""
-        demonstrations: dict[str, list[Demonstration]] = {label: [] for label in self._labels}
-        for doc in docs:
-            for label in self._labels:
-                demonstrations[label].append((doc.text, [e.text for e in doc.ents if e.label_ == label]))
-        self._demonstrations = demonstrations
+        """Use annotated docs (`doc.ents`) as in-prompt examples, in order (every label's entities of each doc)."""
+        self._examples = [
+            (doc.text, {label: [e.text for e in doc.ents if e.label_ == label] for label in self._labels})
+            for doc in docs
+        ]
+
+    @property
+    def demonstrations(self) -> list[AnnotatedText]:
+        return list(self._examples)
+
+    @property
+    def prompt_context(self) -> PromptContext:
+        """Labels, definitions and demonstrations, as the template renders them."""
+        return PromptContext(tuple(self._labels), dict(self._definitions), tuple(self._examples))
 
     def prompt_prefix(self, label: str) -> str:
-        return self._template.prefix(label, self._definitions.get(label), self._demonstrations.get(label, ()))
+        return self._template.prompt_prefix(label, self.prompt_context)
 
     def generate_prompts(self, docs: Iterable[Doc]) -> Iterable[DocPrompts]:
         if not self._labels:
             raise ValueError("The fsner task has no labels: add them with `add_label` or the `labels` setting.")
-        prefixes = {label: self.prompt_prefix(label) for label in self._labels}
+        context = self.prompt_context
+        prefixes = {label: self._template.prompt_prefix(label, context) for label in self._labels}
+        tails = {label: self._template.tail(label) for label in self._labels}
         for doc in docs:
             prompts = DocPrompts()
             for chunk in chunk_doc(doc, self._max_chunk_tokens):
@@ -153,7 +163,9 @@ class FewShotNERTask:
                 text, offset = chunk.text, chunk.start_char
                 suffix = self._template.suffix(text)
                 for label in self._labels:
-                    request = GenerationRequest(prefixes[label], suffix, text, starts, ends, self._template.fmt)
+                    request = GenerationRequest(
+                        prefixes[label], suffix, text, starts, ends, self._template.fmt, tails[label]
+                    )
                     prompts.requests.append(request)
                     prompts.labels.append(label)
                     prompts.offsets.append(offset)
@@ -215,13 +227,18 @@ class FewShotNERTask:
     def to_bytes(self, *, exclude: tuple[str, ...] = ()) -> bytes:
         """Labels, definitions and demonstrations (they change with `adapt`, so the config alone is not enough)."""
         return srsly.msgpack_dumps(
-            {"labels": self._labels, "label_definitions": self._definitions, "demonstrations": self._demonstrations}
+            {"labels": self._labels, "label_definitions": self._definitions, "examples": self._examples}
         )
 
     def from_bytes(self, bytes_data: bytes, *, exclude: tuple[str, ...] = ()) -> FewShotNERTask:
         data = srsly.msgpack_loads(bytes_data)
         self.set_labels(data["labels"], data["label_definitions"])
-        self._demonstrations = {k: [(t, list(e)) for t, e in v] for k, v in data["demonstrations"].items()}
+        if "examples" in data:
+            self._examples = [(text, {k: list(v) for k, v in entities.items()}) for text, entities in data["examples"]]
+        else:  # saved by an earlier version: per label, the same texts in the same order
+            per_label = data["demonstrations"]
+            texts = [text for text, _ in next(iter(per_label.values()), [])]
+            self._examples = [(text, {k: list(v[i][1]) for k, v in per_label.items()}) for i, text in enumerate(texts)]
         return self
 
 

@@ -29,7 +29,11 @@ CONLL_LABELS = {
     "ORG": "the name of a specific organisation, company, team or institution",
     "MISC": "a named nationality, event, work or other proper name that is not a person, place or organisation",
 }
-TEMPLATES = {"cllmfs": "spacy_fsner.CLLMFSTemplate.v1", "alpaca": "spacy_fsner.AlpacaTemplate.v1"}
+TEMPLATES = {
+    "cllmfs": "spacy_fsner.CLLMFSTemplate.v1",
+    "alpaca": "spacy_fsner.AlpacaTemplate.v1",
+    "shared": "spacy_fsner.SharedInputTemplate.v1",
+}
 
 
 def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int) -> spacy.Language:

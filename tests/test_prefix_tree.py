@@ -1,6 +1,7 @@
 """The generator's prefix tree and token-budget batching: the same tokens as one `generate` call per prompt, each
 shared part computed once, few pads."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spacy_fsner.decoding.generator import ConstrainedGenerator, GenerationRequest
+from spacy_fsner.decoding.generator import ConstrainedGenerator, GenerationRequest, prompt_tree_tokens
 from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import PromptContext, cllmfs_template_v1, shared_input_template_v1
 
@@ -47,22 +48,6 @@ def requests_for(texts: list[str], template) -> list[GenerationRequest]:
     return [r for prompts in task.generate_prompts(map(NLP, texts)) for r in prompts.requests]
 
 
-def lower_bound(generator: ConstrainedGenerator, requests: list[GenerationRequest]) -> int:
-    """Prompt tokens that must be computed: each distinct prefix, prefix + suffix and whole prompt once."""
-    seen, total = set(), 0
-    for request in requests:
-        prefix, suffix, tail = generator.encode(request)
-        for key, ids in (
-            ((request.prefix,), prefix),
-            ((request.prefix, request.suffix), suffix),
-            ((request.prefix, request.suffix, request.tail), tail),
-        ):
-            if key not in seen:
-                seen.add(key)
-                total += len(ids)
-    return total
-
-
 @pytest.mark.parametrize("template", [cllmfs_template_v1(), shared_input_template_v1()], ids=["cllmfs", "shared"])
 @pytest.mark.parametrize("batch_size,batch_tokens", [(8, 64), (64, 4096)])
 def test_tree_generation_equals_one_generate_call_per_prompt(
@@ -75,7 +60,7 @@ def test_tree_generation_equals_one_generate_call_per_prompt(
         model, tokenizer, max_new_tokens=12, batch_size=batch_size, batch_tokens=batch_tokens
     )
     batched = generator.generate(requests)
-    assert generator.counts["prompt_tokens"] == lower_bound(generator, requests), "a shared part computed twice"
+    assert generator.counts["prompt_tokens"] == prompt_tree_tokens(generator, requests), "a shared part computed twice"
     assert generator.counts["pad_tokens"] <= 0.1 * generator.counts["prompt_tokens"] + batch_size
     alone = [generator.generate_naive(r) for r in requests]
     assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
@@ -95,7 +80,7 @@ def test_shared_input_computes_the_sentence_once_for_all_labels(model_and_tokeni
         generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=1)
         generator.generate(requests)
         sentence_tokens = sum(len(generator.encode(r)[1]) for r in requests[:: len(LABELS)])
-        counts[name] = generator.counts["prompt_tokens"] - lower_bound(generator, requests[:1]), sentence_tokens
+        counts[name] = generator.counts["prompt_tokens"] - prompt_tree_tokens(generator, requests[:1]), sentence_tokens
     # the papers' template computes every sentence once per label, the shared-input one once
     assert counts["per_label"][0] > len(LABELS) * counts["per_label"][1] * 0.99
     assert counts["shared"][0] < counts["shared"][1] + len(texts) * len(LABELS) * 20
@@ -140,7 +125,9 @@ def test_prompt_context_renders_every_label_for_the_shared_template():
     prefix = template.prompt_prefix("LOC", context)
     assert prefix == template.prompt_prefix("PER", context), "the prefix must not depend on the label"
     assert "PER: a person.\n" in prefix
-    assert "Kohl was in Bonn .\n\n### Entities:\nPER: <<< Kohl >>>\nLOC:\n\n### Input:\n" in prefix
+    assert "Kohl was in Bonn .\n\n### Entities:\nPER: <<< Kohl >>>\n\n### Input:\n" in prefix
+    with_empty = dataclasses.replace(template, empty_answers=True).prompt_prefix("LOC", context)
+    assert "### Entities:\nPER: <<< Kohl >>>\nLOC:\n\n### Input:\n" in with_empty
     part, offset = template.label_offset("LOC", context)
     assert part == "tail" and template.tail("LOC")[offset:].startswith("LOC")
     with pytest.raises(ValueError, match="definition"):

@@ -1,7 +1,11 @@
 """`python -m spacy_fsner benchmark`: `nlp.pipe` against the naive loop, in one run, on the same model and data.
 
-The naive loop is what a hand-rolled script does: one `model.generate` call per (sentence, label), no batching,
-no reuse of the shared prompt prefix (same constraint, same greedy decoding). Both must give the same entities.
+What users run: a real model (SmolLM2 unless `--model` says otherwise), prompts with demonstrations so that
+entities are written, few labels and many. For each template and label count, the naive loop (what a hand-rolled
+script does: one `model.generate` call per (sentence, label), no batching, no reuse of shared prompt parts; same
+constraint, same greedy decoding) runs beside `nlp.pipe`, and both must give the same entities. Tokens processed
+are set against a lower bound: each distinct prompt part once (`prompt_tree_tokens`) plus each generated token fed
+back.
 """
 
 from __future__ import annotations
@@ -9,19 +13,18 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import typer
 
+from ..pipeline.task import DocGenerations
 from ._app import app
 
-LABELS = {
-    "PER": "the name of a specific person",
-    "LOC": "the name of a specific place, such as a country, city or river",
-    "ORG": "the name of a specific organisation, company, team or institution",
-    "MISC": "a named nationality, event, work or other proper name that is not a person, place or organisation",
-}
+TEMPLATES = {"cllmfs": "spacy_fsner.CLLMFSTemplate.v1", "shared": "spacy_fsner.SharedInputTemplate.v1"}
 
 
 class PeakMemory:
@@ -63,14 +66,6 @@ class PeakMemory:
         return (self.peak - self.start) / 2**20
 
 
-def _timed(run: Callable[[], list], device_type: str) -> tuple[list, float, float]:
-    with PeakMemory(device_type) as memory:
-        start = time.perf_counter()
-        docs = run()
-        seconds = time.perf_counter() - start
-    return docs, seconds, memory.mib
-
-
 def describe_model(model, name: str) -> str:
     """`name` with the architecture, depth, width and parameter count of the loaded model."""
     config = model.config
@@ -81,96 +76,208 @@ def describe_model(model, name: str) -> str:
     )
 
 
+@dataclass
+class Run:
+    """One path over one sentence set: speed, tokens per sentence and what it predicted."""
+
+    seconds: float
+    sentences: int
+    counts: Counter
+    mib: float
+    ents: list[list[tuple[int, int, str]]]
+
+    @property
+    def per_sentence(self) -> float:
+        return self.seconds / self.sentences
+
+    def tokens(self, key: str | None = None) -> float:
+        keys = ("prompt_tokens", "pad_tokens", "decode_tokens") if key is None else (key,)
+        return sum(self.counts[k] for k in keys) / self.sentences
+
+
+def pick_labels(docs, n: int) -> list[str]:
+    """The `n` most frequent entity types of `docs` (ties by name)."""
+    frequency = Counter(e.label_ for doc in docs for e in doc.ents)
+    return [label for label, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))][:n]
+
+
+def pick_demonstrations(docs, labels: list[str], shots: int) -> list:
+    """`shots` docs chosen greedily to show entities of as many of `labels` as possible (short docs first)."""
+    chosen, covered = [], set()
+    pool = sorted(docs, key=len)
+    for _ in range(shots):
+        best = max(pool, key=lambda d: (len({e.label_ for e in d.ents if e.label_ in labels} - covered), -len(d)))
+        chosen.append(best)
+        covered |= {e.label_ for e in best.ents}
+        pool.remove(best)
+    return chosen
+
+
+def _timed(run: Callable[[], list], device_type: str) -> tuple[list, float, float]:
+    with PeakMemory(device_type) as memory:
+        start = time.perf_counter()
+        docs = run()
+        seconds = time.perf_counter() - start
+    return docs, seconds, memory.mib
+
+
+def naive_loop(nlp, texts: list[str]) -> list:
+    """What a hand-rolled script does: one `model.generate` call per (sentence, label)."""
+    component = nlp.get_pipe("fsner")
+    generator = component.model.generator
+    out = []
+    for doc in map(nlp.make_doc, texts):
+        (prompts,) = component.task.generate_prompts([doc])
+        generations = [generator.generate_naive(request) for request in prompts.requests]
+        out.append(component.task.annotate(doc, DocGenerations(prompts, generations)))
+    return out
+
+
+def fast_path(nlp, texts: list[str]) -> list:
+    return list(nlp.pipe(texts, batch_size=len(texts)))
+
+
+def _ents(docs) -> list[list[tuple[int, int, str]]]:
+    return [[(e.start, e.end, e.label_) for e in doc.ents] for doc in docs]
+
+
 @app.command("benchmark")
 def benchmark(
-    data: Path = typer.Option(Path("../shared/data/conll2003/eng.testb"), help="CoNLL file to take sentences from."),
-    sentences: int = typer.Option(200, help="Number of sentences."),
-    model: str | None = typer.Option(
-        None, help="Model directory, fetch-model name or hub id (default: build a random 4-layer, hidden-256 Llama)."
+    data: Path = typer.Option(
+        Path("../shared/data/fewnerd/inter_sentences/test-inter.txt"),
+        help="Annotated sentences (any format `evaluate` reads): labels and demonstrations come from its first "
+        "--pool sentences, the benchmarked sentences follow them.",
     ),
-    layers: int = typer.Option(4, help="Layers of the tiny model."),
-    hidden_size: int = typer.Option(256, help="Hidden size of the tiny model."),
-    batch_size: int = typer.Option(64, help="Prompts per forward pass in the fast path."),
+    sentences: int = typer.Option(40, help="Sentences through nlp.pipe."),
+    naive_sentences: int = typer.Option(8, help="The first N of them also through the naive loop (it is slow)."),
+    pool: int = typer.Option(2000, help="Sentences that supply the label set and the demonstrations."),
+    labels: str = typer.Option("4,18", help="Label counts to run: the most frequent types of the pool (comma list)."),
+    extra_labels: str = typer.Option(
+        "person-politician",
+        help="Labels to ask for after the pool's types when more labels are asked for than it has (comma list; "
+        "Few-NERD INTER's test sentences have 17 types, its training types are unlabelled there).",
+    ),
+    templates: str = typer.Option("cllmfs,shared", help=f"Templates to run (comma list of {', '.join(TEMPLATES)})."),
+    shots: int = typer.Option(2, help="Demonstrations in every prompt."),
+    model: str = typer.Option(
+        "smollm2-135m-instruct", help="Model directory, fetch-model name or hub id; 'tiny': a random 4-layer Llama."
+    ),
+    batch_size: int = typer.Option(64, help="Rows decoded together in the fast path."),
+    batch_tokens: int = typer.Option(2048, help="Tokens per prefill forward pass in the fast path."),
     max_new_tokens: int = typer.Option(32, help="Generation budget per prompt (both paths)."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, ..."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    threads: int = typer.Option(2, help="CPU threads for torch (0: torch's default)."),
 ) -> None:
-    """Throughput, model tokens per sentence and peak memory of `nlp.pipe` vs. the naive generate loop."""
+    """Throughput, tokens per sentence against the lower bound, pad share and peak memory of `nlp.pipe` vs. the
+    naive generate loop, for each template and label count."""
     import spacy
     import torch
 
     from ..data.readers import read_docs
+    from ..decoding.generator import prompt_tree_tokens
     from ..models.tiny import TinyModelSpec, build_tiny_model, read_corpus
-    from ..pipeline.task import DocGenerations
 
     if threads:
         torch.set_num_threads(threads)
-
-    texts = [doc.text for doc in read_docs(data, spacy.blank("en").vocab)][:sentences]
-    if len(texts) < sentences:
-        raise typer.BadParameter(f"{data} has only {len(texts)} sentences; pass --sentences {len(texts)} or less.")
-    random_model = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if model is None:
-            random_model = f"random {layers}-layer hidden-{hidden_size} Llama"
-            spec = TinyModelSpec(
-                hidden_size, layers, num_heads=8, num_kv_heads=4, intermediate_size=4 * hidden_size, vocab_size=4096
-            )
-            model = str(build_tiny_model(Path(tmp), read_corpus(None) + texts, spec))
-        nlp = spacy.blank("en")
-        component = nlp.add_pipe(
-            "fsner",
-            config={
-                "labels": list(LABELS),
-                "label_definitions": LABELS,
-                "model": {
-                    "@llm_models": "spacy_fsner.CausalLM.v1",
-                    "name": str(model),
-                    "batch_size": batch_size,
-                    "max_new_tokens": max_new_tokens,
-                    "device": device,
-                    "dtype": dtype,
-                },
-            },
+    counts = [int(n) for n in labels.split(",")]
+    names = [t.strip() for t in templates.split(",")]
+    unknown = [t for t in names if t not in TEMPLATES]
+    if unknown:
+        raise typer.BadParameter(f"unknown templates {unknown}; use {list(TEMPLATES)}")
+    docs = read_docs(data, spacy.blank("en").vocab)
+    if len(docs) < pool + sentences:
+        raise typer.BadParameter(
+            f"{data} has {len(docs)} sentences: fewer than --pool {pool} + --sentences {sentences}"
         )
-        generator = component.model.generator
+    pool_docs, texts = docs[:pool], [d.text for d in docs[pool : pool + sentences]]
+    naive_texts = texts[: min(naive_sentences, sentences)]
+    available = pick_labels(pool_docs, max(counts))
+    available += [label for label in extra_labels.split(",") if label and label not in available]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        name = model
+        if model == "tiny":
+            spec = TinyModelSpec(256, 4, num_heads=8, num_kv_heads=4, intermediate_size=1024, vocab_size=4096)
+            model = str(build_tiny_model(Path(tmp), read_corpus(None) + texts, spec))
+            name = "random 4-layer hidden-256 Llama"
+        settings = {
+            "@llm_models": "spacy_fsner.CausalLM.v1",
+            "name": model,
+            "batch_size": batch_size,
+            "batch_tokens": batch_tokens,
+            "max_new_tokens": max_new_tokens,
+            "device": device,
+            "dtype": dtype,
+        }
+        pipelines, loaded = {}, None
+        for template_name in names:  # one pipeline per template, all on one copy of the model
+            nlp = spacy.blank("en")
+            config = {"labels": available[:1], "template": {"@misc": TEMPLATES[template_name]}, "model": settings}
+            component = nlp.add_pipe("fsner", config=config)
+            if loaded is None:
+                loaded = component.model.loaded_model
+            else:
+                component.model.attach_model(loaded)
+            pipelines[template_name] = nlp
+        generator = pipelines[names[0]].get_pipe("fsner").model.generator
         device_type = generator.model.device.type
-        described = describe_model(generator.model, model if random_model is None else random_model)
-        nlp("Warm-up sentence .")
+        described = describe_model(generator.model, name)
+        table = []
+        for template_name in names:
+            nlp = pipelines[template_name]
+            component = nlp.get_pipe("fsner")
+            generator = component.model.generator
+            for n in counts:
+                chosen = available[:n]
+                if len(chosen) < n:
+                    raise typer.BadParameter(f"the pool has only {len(available)} entity types; lower --labels")
+                component.task.set_labels(chosen)
+                component.task.set_demonstrations(pick_demonstrations(pool_docs, chosen, shots))
+                nlp("Warm-up sentence .")
 
-        def naive() -> list:
-            docs = []
-            for doc in map(nlp.make_doc, texts):
-                (prompts,) = component.task.generate_prompts([doc])
-                generations = [generator.generate_naive(request) for request in prompts.requests]
-                docs.append(component.task.annotate(doc, DocGenerations(prompts, generations)))
-            return docs
+                runs = {}
+                for path, run, count in (
+                    ("naive", partial(naive_loop, nlp, naive_texts), len(naive_texts)),
+                    ("pipe", partial(fast_path, nlp, texts), len(texts)),
+                ):
+                    generator.counts.clear()
+                    out, seconds, mib = _timed(run, device_type)
+                    runs[path] = Run(seconds, count, Counter(generator.counts), mib, _ents(out))
+                requests = [r for p in component.task.generate_prompts(map(nlp.make_doc, texts)) for r in p.requests]
+                bound = (prompt_tree_tokens(generator, requests) + runs["pipe"].counts["decode_tokens"]) / len(texts)
+                same = runs["naive"].ents == runs["pipe"].ents[: len(naive_texts)]
+                table.append((template_name, n, runs, bound, same))
 
-        def fast() -> list:
-            return list(nlp.pipe(texts, batch_size=len(texts)))
-
-        rows = []
-        for name, run in (
-            ("naive loop (generate per sentence x label)", naive),
-            ("nlp.pipe (batched + prefix KV cache)", fast),
-        ):
-            generator.counts.clear()
-            docs, seconds, mib = _timed(run, device_type)
-            tokens = sum(generator.counts.values()) / len(texts)
-            rows.append((name, len(texts) / seconds, tokens, mib, docs))
-    same = [[(e.start, e.end, e.label_) for e in d.ents] for d in rows[0][4]] == [
-        [(e.start, e.end, e.label_) for e in d.ents] for d in rows[1][4]
-    ]
-    n_ents = sum(len(d.ents) for d in rows[1][4])
     typer.echo(
-        f"\n{len(texts)} sentences x {len(LABELS)} labels, {described}, "
-        f"{device_type}, {torch.get_num_threads()} threads, max_new_tokens={max_new_tokens}\n"
+        f"\n{len(texts)} sentences of {data} (naive loop: the first {len(naive_texts)}), {shots} demonstrations, "
+        f"{described}, {device_type}, {torch.get_num_threads()} threads, max_new_tokens={max_new_tokens}, "
+        f"batch_size={batch_size}, batch_tokens={batch_tokens}\n"
     )
-    typer.echo("| path | sentences/s | model tokens/sentence | peak memory (MiB) |")
-    typer.echo("|---|---:|---:|---:|")
-    for name, speed, tokens, mib, _ in rows:
-        typer.echo(f"| {name} | {speed:.2f} | {tokens:.1f} | {mib:.1f} |")
-    typer.echo(f"\nspeed-up: {rows[1][1] / rows[0][1]:.2f}x; same entities in both paths: {same} ({n_ents} entities)")
-    if not same:
+    typer.echo(
+        "| template | labels | path | sentences/s | s/sentence | tokens/sentence | x bound | pad share | "
+        "peak MiB | entities |"
+    )
+    typer.echo("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for template_name, n, runs, bound, _ in table:
+        for path, run in runs.items():
+            tokens = run.tokens()
+            typer.echo(
+                f"| {template_name} | {n} | {path} | {1 / run.per_sentence:.2f} | {run.per_sentence:.3f} | "
+                f"{tokens:.1f} | {tokens / bound:.2f} | {run.tokens('pad_tokens') / tokens:.1%} | {run.mib:.0f} | "
+                f"{sum(map(len, run.ents))} |"
+            )
+    typer.echo("\n| template | labels | lower bound tokens/sentence | speed-up pipe/naive | same entities |")
+    typer.echo("|---|---:|---:|---:|---|")
+    for template_name, n, runs, bound, same in table:
+        speedup = runs["naive"].per_sentence / runs["pipe"].per_sentence
+        typer.echo(f"| {template_name} | {n} | {bound:.1f} | {speedup:.2f}x | {same} |")
+    if len(counts) > 1:
+        few, many = min(counts), max(counts)
+        typer.echo(f"\nnlp.pipe seconds per sentence, {many} labels / {few} labels:")
+        for template_name in names:
+            per = {n: runs["pipe"].per_sentence for t, n, runs, _, _ in table if t == template_name}
+            typer.echo(f"- {template_name}: {per[many] / per[few]:.2f}x")
+    if not all(same for *_, same in table):
+        typer.echo("the two paths disagree on some entities", err=True)
         raise typer.Exit(1)

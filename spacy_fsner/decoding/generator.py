@@ -34,6 +34,7 @@ from transformers import (
 
 from .constraint import ResponseFormat, StateSet, SubstringConstraint
 from .parsing import ParsedResponse, parse_response
+from .shared_prefix import SharedPrefix, use_shared_prefix_attention
 from .vocab import TokenTrie
 
 
@@ -80,12 +81,14 @@ class Generation:
 @dataclass
 class _Rows:
     """A batch of KV-cache rows: per layer keys/values [rows, kv_heads, width, head_dim], the attention mask
-    [rows, width] (0 on pads, which sit left of each row's tokens) and each row's last position."""
+    [rows, width] (0 on pads, which sit left of each row's tokens) and each row's last position. With `shared`,
+    every row continues that prefix, which is attended to but not held in the rows (see `shared_prefix`)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     mask: torch.Tensor
     last_position: torch.Tensor
+    shared: SharedPrefix | None = None
 
     @property
     def width(self) -> int:
@@ -98,6 +101,7 @@ class _Rows:
             [v.index_select(0, index) for v in self.values],
             self.mask.index_select(0, index),
             self.last_position.index_select(0, index),
+            self.shared,
         )
 
     def cache(self) -> DynamicCache:
@@ -130,6 +134,7 @@ class _Rows:
             [stack([p.values[i] for p in parts]) for i in range(len(parts[0].values))],
             mask,
             torch.cat([p.last_position for p in parts]),
+            parts[0].shared,
         )
 
 
@@ -213,7 +218,7 @@ class ConstrainedGenerator:
             leaves[request].indices.append(index)
         bar = tqdm(total=len(requests), desc="fsner generate", unit="prompt", disable=not progress)
         for root, leaves in groups.items():
-            root_rows = self._run_root(list(root))
+            root_rows = self._run_root(list(root), shared=use_shared_prefix_attention(self.model))
             for chunk in self._chunks(list(leaves.values())):
                 for leaf, generation in zip(chunk, self._generate_chunk(root_rows, chunk), strict=True):
                     for i in leaf.indices:
@@ -285,15 +290,18 @@ class ConstrainedGenerator:
             batches.append(current)
         return batches
 
-    def _run_root(self, root_ids: list[int]) -> _Rows | None:
+    def _run_root(self, root_ids: list[int], shared: bool) -> _Rows | SharedPrefix | None:
+        """The root prefix's KV cache: a `SharedPrefix` that rows attend to (`shared`), else one row to copy."""
         if not root_ids:
             return None
         rows, _ = self._extend(None, [0], [root_ids])
-        return rows
+        return SharedPrefix.from_cache(rows.cache()) if shared else rows
 
-    def _extend(self, parent: _Rows | None, parents: list[int], ids: list[list[int]]) -> tuple[_Rows, torch.Tensor]:
-        """New rows: row i continues parent row `parents[i]` with the tokens `ids[i]` (left-padded to one width).
-        Returns them and each row's logits after its last token."""
+    def _extend(
+        self, parent: _Rows | SharedPrefix | None, parents: list[int], ids: list[list[int]]
+    ) -> tuple[_Rows, torch.Tensor]:
+        """New rows: row i continues parent row `parents[i]` (or the shared prefix) with the tokens `ids[i]`,
+        left-padded to one width. Returns them and each row's logits after its last token."""
         device, n = self.model.device, len(ids)
         width = max(len(t) for t in ids)
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
@@ -302,13 +310,15 @@ class ConstrainedGenerator:
             input_ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
             new_mask[row, width - len(tokens) :] = 1
         input_ids, new_mask = input_ids.to(device), new_mask.to(device)
-        if parent is None:
-            context, cache = None, DynamicCache()
-            mask, last_position = new_mask, torch.full((n,), -1, dtype=torch.long, device=device)
-        else:
+        shared = parent if isinstance(parent, SharedPrefix) else None
+        if isinstance(parent, _Rows):
             context = parent.select(torch.tensor(parents, device=device))
-            cache, last_position = context.cache(), context.last_position
+            cache, last_position, shared = context.cache(), context.last_position, parent.shared
             mask = torch.cat([context.mask, new_mask], dim=1)
+        else:
+            start = shared.length - 1 if shared is not None else -1
+            cache, mask = DynamicCache(), new_mask
+            last_position = torch.full((n,), start, dtype=torch.long, device=device)
         positions = (last_position[:, None] + new_mask.cumsum(-1)).clamp(min=0)
         real = sum(len(t) for t in ids)
         self.counts["prompt_tokens"] += real
@@ -321,6 +331,7 @@ class ConstrainedGenerator:
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **({"shared_prefix": shared} if shared is not None else {}),
         ).logits[:, -1]
         layers = cache.layers
         rows = _Rows(
@@ -328,6 +339,7 @@ class ConstrainedGenerator:
             [layer.values for layer in layers],
             mask,
             last_position + new_mask.sum(-1),
+            shared,
         )
         return rows, logits
 
@@ -421,6 +433,7 @@ class ConstrainedGenerator:
                 position_ids=last_position[:, None],
                 past_key_values=cache,
                 use_cache=True,
+                **({"shared_prefix": rows.shared} if rows.shared is not None else {}),
             ).logits[:, -1]
             masks = self._allowed_masks(constraints, states, live, allowed)
         return [self._generation(tokens[r], logprobs[r], finished[r], requests[r].fmt) for r in range(n)]
@@ -521,6 +534,24 @@ class _DoneCriteria(StoppingCriteria):
         self.processor._catch_up(input_ids)
         done = self.processor.constraint.is_done(self.processor.state)
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+def prompt_tree_tokens(generator: ConstrainedGenerator, requests: Sequence[GenerationRequest]) -> int:
+    """Prompt tokens a prefix tree must compute for `requests`: each distinct prefix, prefix + suffix and whole
+    prompt once (the lower bound the generator's `prompt_tokens` is held to)."""
+    seen: set[tuple[str, ...]] = set()
+    total = 0
+    for request in requests:
+        prefix, suffix, tail = generator.encode(request)
+        for key, ids in (
+            ((request.prefix,), prefix),
+            ((request.prefix, request.suffix), suffix),
+            ((request.prefix, request.suffix, request.tail), tail),
+        ):
+            if key not in seen:
+                seen.add(key)
+                total += len(ids)
+    return total
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prefix: str, *parts: str) -> list[list[int]]:

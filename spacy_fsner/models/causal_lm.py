@@ -43,6 +43,8 @@ class CausalLM:
         trust_remote_code: bool = False,
         revision: str | None = None,
         progress: bool = False,
+        batch_tokens: int = 2048,
+        pad_tolerance: float = 0.1,
     ) -> None:
         self.name = check_model_source(name)
         self.adapter = adapter
@@ -54,6 +56,8 @@ class CausalLM:
             "max_new_tokens": max_new_tokens,
             "constrained": constrained,
             "prefix_cache": prefix_cache,
+            "batch_tokens": batch_tokens,
+            "pad_tolerance": pad_tolerance,
         }
         self.trust_remote_code = trust_remote_code
         self.revision = revision
@@ -151,8 +155,24 @@ def causal_lm_v1(
     prefix_cache: bool = True,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    batch_tokens: int = 2048,
+    pad_tolerance: float = 0.1,
 ) -> CausalLM:
-    """A local directory or hub id (`name`) plus an optional LoRA adapter directory (`adapter`)."""
+    """A local directory or hub id (`name`) plus an optional LoRA adapter directory (`adapter`).
+
+    `batch_size`: rows decoded together; `batch_tokens`: tokens per prefill forward pass; `pad_tolerance`: the
+    share of a prefill batch's tokens that may be pads (prompts of other lengths go to another batch)."""
     return CausalLM(
-        name, adapter, dtype, device, batch_size, max_new_tokens, constrained, prefix_cache, trust_remote_code, revision
+        name,
+        adapter,
+        dtype,
+        device,
+        batch_size,
+        max_new_tokens,
+        constrained,
+        prefix_cache,
+        trust_remote_code,
+        revision,
+        batch_tokens=batch_tokens,
+        pad_tolerance=pad_tolerance,
     )

@@ -119,7 +119,12 @@ class SharedInputTemplate(PromptTemplate):
     A demonstration is the input followed by every label's question and answer, each rendered exactly as a live
     tail and completion. The prefix depends on the task (its labels, definitions, demonstrations), not on the
     label or the input, so one KV cache serves every prompt; the suffix serves every label of its sentence.
+    `empty_answers`: whether a demonstration also shows the labels it has no entity of, with the empty answer. On,
+    SmolLM2 in context answered nothing to everything (the empty lines dominate); off, the default, a demonstration
+    lists only the labels it has entities of (see the README for F1).
     """
+
+    empty_answers: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,7 +145,11 @@ class SharedInputTemplate(PromptTemplate):
         shots = "".join(
             before_text
             + self.suffix(text)
-            + "".join(self.tail(name) + self.completion(entities.get(name, ())) for name in context.labels)
+            + "".join(
+                self.tail(name) + self.completion(entities.get(name, ()))
+                for name in context.labels
+                if self.empty_answers or entities.get(name)
+            )
             + "\n"
             for text, entities in context.examples
         )

@@ -218,3 +218,36 @@ def test_same_task_and_model_run_in_spacy_llm_llm_component(nlp, tiny_model_dir)
     assert _predictions(docs) == _predictions(nlp.pipe(TEXTS))
     io = docs[0].user_data["llm_io"]["llm"]
     assert "Angela Merkel visited Paris." in io["prompt"] and "<<<" in io["response"]
+
+
+def test_shared_input_template_with_demonstrations_round_trips(tiny_model_dir, tmp_path):
+    """The shared-input template through the component: demonstrations are saved with the pipeline, and the
+    loaded pipeline builds the same prompts and predictions."""
+    nlp = spacy.blank("en")
+    config = {**fsner_config(tiny_model_dir), "template": {"@misc": "spacy_fsner.SharedInputTemplate.v1"}}
+    pipe = nlp.add_pipe("fsner", config={**config, "save_io": True})
+    demo = nlp.make_doc("Kohl was in Bonn .")
+    demo.ents = [Span(demo, 0, 1, "PER"), Span(demo, 3, 4, "LOC")]
+    pipe.adapt([demo])
+    docs = list(nlp.pipe(TEXTS))
+    prompts = docs[0].user_data["llm_io"]["fsner"]["prompt"]
+    assert len(prompts) == 2 and prompts[0].endswith("PER:") and prompts[1].endswith("LOC:")
+    assert "Kohl was in Bonn .\n\n### Entities:\nPER: <<< Kohl >>>\nLOC: <<< Bonn >>>\n" in prompts[0]
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("fsner").task.demonstrations == pipe.task.demonstrations
+    assert _predictions(loaded.pipe(TEXTS)) == _predictions(docs)
+
+
+def test_demonstrations_saved_per_label_by_an_earlier_version_still_load(tiny_model_dir):
+    import srsly
+
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("fsner", config=fsner_config(tiny_model_dir))
+    old = {
+        "labels": ["PER", "LOC"],
+        "label_definitions": {},
+        "demonstrations": {"PER": [["Kohl was in Bonn .", ["Kohl"]]], "LOC": [["Kohl was in Bonn .", ["Bonn"]]]},
+    }
+    pipe.task.from_bytes(srsly.msgpack_dumps(old))
+    assert pipe.task.demonstrations == [("Kohl was in Bonn .", {"PER": ["Kohl"], "LOC": ["Bonn"]})]

@@ -4,6 +4,12 @@ A response is `(OPEN entity CLOSE)* END`, e.g. ` <<< Angela Merkel >>> <im_end>`
 tracks every position of the source text the bytes written so far could be copied from, restricted to positions
 where a (spaCy) token starts; CLOSE may only follow when one of those copies also ends where a token ends. So
 every entity is a contiguous, token-aligned substring of the input, whichever way the tokenizer splits it.
+
+Entities are written in the order of the text, without overlap: each must start at or after the end of the
+earliest place the previous one can be copied from (`between` and the marker states carry that byte offset). That
+is the order training answers use (gold entities in text order) and the order alignment places them in, and it
+stops a model from writing the same entity again and again until `max_new_tokens` runs out (a string written
+more often than it occurs could not be placed anyway).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from .vocab import TokenTrie
 State = tuple
 StateSet = frozenset
 
-BETWEEN: State = ("between",)
 DONE: State = ("done",)
 
 
@@ -61,11 +66,11 @@ class SubstringConstraint:
         self._allowed: dict[StateSet, list[int]] = {}
 
     def initial(self) -> StateSet:
-        return frozenset({BETWEEN})
+        return frozenset({("between", 0)})
 
     def can_stop(self, states: StateSet) -> bool:
         """End-of-sequence is allowed between entities and after the end marker."""
-        return BETWEEN in states or DONE in states
+        return DONE in states or any(state[0] == "between" for state in states)
 
     @staticmethod
     def is_done(states: StateSet) -> bool:
@@ -102,7 +107,8 @@ class SubstringConstraint:
         for state in states:
             kind = state[0]
             if kind == "between":
-                out.add(self.open[0])
+                if self._can_start(state[1]):
+                    out.add(self.open[0])
                 if self.end:
                     out.add(self.end[0])
             elif kind == "open":
@@ -121,38 +127,47 @@ class SubstringConstraint:
     def _closable(self, length: int, positions: frozenset[int]) -> bool:
         return length > 0 and any(p + length in self.ends for p in positions)
 
+    def _can_start(self, min_start: int) -> bool:
+        return any(p >= min_start for p in self.starts)
+
+    def _next_start(self, length: int, positions: frozenset[int]) -> int:
+        """Where the next entity may start: after the earliest occurrence this entity can close at."""
+        return min(p for p in positions if p + length in self.ends) + length
+
     def _step(self, states: StateSet, b: int) -> StateSet:
         out: set[State] = set()
         for state in states:
             kind = state[0]
             if kind == "between":
-                if b == self.open[0]:
-                    out.add(self._after_open(1))
+                if b == self.open[0] and self._can_start(state[1]):
+                    out.add(self._after_open(1, state[1]))
                 if self.end and b == self.end[0]:
                     out.add(self._after_end(1))
             elif kind == "open" and b == self.open[state[1]]:
-                out.add(self._after_open(state[1] + 1))
+                out.add(self._after_open(state[1] + 1, state[2]))
             elif kind == "end" and b == self.end[state[1]]:
                 out.add(self._after_end(state[1] + 1))
             elif kind == "close" and b == self.close[state[1]]:
-                out.add(self._after_close(state[1] + 1))
+                out.add(self._after_close(state[1] + 1, state[2]))
             elif kind == "entity":
                 _, length, positions = state
                 kept = frozenset(p for p in positions if p + length < len(self.source) and self.source[p + length] == b)
                 if kept:
                     out.add(("entity", length + 1, kept))
                 if b == self.close[0] and self._closable(length, positions):
-                    out.add(self._after_close(1))
+                    out.add(self._after_close(1, self._next_start(length, positions)))
         return frozenset(out)
 
-    def _after_open(self, matched: int) -> State:
-        return ("entity", 0, self.starts) if matched == len(self.open) else ("open", matched)
+    def _after_open(self, matched: int, min_start: int) -> State:
+        if matched < len(self.open):
+            return ("open", matched, min_start)
+        return ("entity", 0, frozenset(p for p in self.starts if p >= min_start))
 
     def _after_end(self, matched: int) -> State:
         return DONE if matched == len(self.end) else ("end", matched)
 
-    def _after_close(self, matched: int) -> State:
-        return BETWEEN if matched == len(self.close) else ("close", matched)
+    def _after_close(self, matched: int, min_start: int) -> State:
+        return ("between", min_start) if matched == len(self.close) else ("close", matched, min_start)
 
 
 def char_to_byte_offsets(text: str) -> list[int]:

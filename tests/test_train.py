@@ -204,3 +204,19 @@ def test_labels_from_the_command_line_restrict_the_training_types(corpus, tiny_m
     overrides["components.fsner.labels"] = ""  # the project's default: every type of the corpus
     run_training(CONFIG, tmp_path / "all", overrides)
     assert spacy.load(tmp_path / "all" / "pipeline").get_pipe("fsner").labels == ("LOC", "MISC", "ORG", "PER")
+
+
+def test_the_shared_input_template_trains_like_the_papers_templates(corpus, tiny_model_dir, tmp_path):
+    """SFT with the attention objective (the label's tokens are in the tail, after the input), then DPO with error
+    feedback predicted through the prefix tree; the pipeline keeps the template."""
+    shared = {"components.fsner.template.@misc": "spacy_fsner.SharedInputTemplate.v1"}
+    run_training(CONFIG, tmp_path / "sft", {**_overrides(corpus, tiny_model_dir, max_steps=2), **shared})
+    overrides = {**_overrides(corpus, tiny_model_dir, max_steps=2, batch_size=2), **shared}
+    overrides["paths.adapter"] = str(tmp_path / "sft" / "adapter")
+    overrides["train.dpo.feedback_docs"] = 4
+    run_training(REPO / "configs" / "obp_dpo.cfg", tmp_path / "dpo", overrides)
+    sft_metrics = json.loads((tmp_path / "sft" / "metrics.json").read_text())
+    assert any("cl_attention" in row for row in sft_metrics["log_history"]), "the attention term ran"
+    nlp = spacy.load(tmp_path / "dpo" / "pipeline")
+    assert nlp.config["components"]["fsner"]["template"]["@misc"] == "spacy_fsner.SharedInputTemplate.v1"
+    nlp("EU rejects German call to boycott British lamb .")

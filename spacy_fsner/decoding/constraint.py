@@ -5,11 +5,11 @@ tracks every position of the source text the bytes written so far could be copie
 where a (spaCy) token starts; CLOSE may only follow when one of those copies also ends where a token ends. So
 every entity is a contiguous, token-aligned substring of the input, whichever way the tokenizer splits it.
 
-Entities are written in the order of the text, without overlap: each must start at or after the end of the
-earliest place the previous one can be copied from (`between` and the marker states carry that byte offset). That
-is the order training answers use (gold entities in text order) and the order alignment places them in, and it
-stops a model from writing the same entity again and again until `max_new_tokens` runs out (a string written
-more often than it occurs could not be placed anyway).
+Entities are expected in the order of the text, without overlap (the order of the training answers and of
+alignment): the states carry the byte offset where the next entity should start. An entity that can only be copied
+from before that offset (a repeat, or one out of order) is kept, but the response ends after it. So a model that
+starts writing the same entity over and over stops at once instead of running until `max_new_tokens`; the repeat
+is reported as `repeated` by alignment, as it was before.
 """
 
 from __future__ import annotations
@@ -107,8 +107,7 @@ class SubstringConstraint:
         for state in states:
             kind = state[0]
             if kind == "between":
-                if self._can_start(state[1]):
-                    out.add(self.open[0])
+                out.add(self.open[0])
                 if self.end:
                     out.add(self.end[0])
             elif kind == "open":
@@ -118,7 +117,7 @@ class SubstringConstraint:
             elif kind == "close":
                 out.add(self.close[state[1]])
             elif kind == "entity":
-                _, length, positions = state
+                _, length, positions, _ = state
                 out.update(self.source[p + length] for p in positions if p + length < len(self.source))
                 if self._closable(length, positions):
                     out.add(self.close[0])
@@ -127,19 +126,18 @@ class SubstringConstraint:
     def _closable(self, length: int, positions: frozenset[int]) -> bool:
         return length > 0 and any(p + length in self.ends for p in positions)
 
-    def _can_start(self, min_start: int) -> bool:
-        return any(p >= min_start for p in self.starts)
-
-    def _next_start(self, length: int, positions: frozenset[int]) -> int:
-        """Where the next entity may start: after the earliest occurrence this entity can close at."""
-        return min(p for p in positions if p + length in self.ends) + length
+    def _next_start(self, length: int, positions: frozenset[int], min_start: int) -> int | None:
+        """Where the entity after this one should start: after this one's earliest occurrence at or after
+        `min_start`; None when it has none there (the response then ends after it)."""
+        ahead = [p for p in positions if p >= min_start and p + length in self.ends]
+        return min(ahead) + length if ahead else None
 
     def _step(self, states: StateSet, b: int) -> StateSet:
         out: set[State] = set()
         for state in states:
             kind = state[0]
             if kind == "between":
-                if b == self.open[0] and self._can_start(state[1]):
+                if b == self.open[0]:
                     out.add(self._after_open(1, state[1]))
                 if self.end and b == self.end[0]:
                     out.add(self._after_end(1))
@@ -150,24 +148,24 @@ class SubstringConstraint:
             elif kind == "close" and b == self.close[state[1]]:
                 out.add(self._after_close(state[1] + 1, state[2]))
             elif kind == "entity":
-                _, length, positions = state
+                _, length, positions, min_start = state
                 kept = frozenset(p for p in positions if p + length < len(self.source) and self.source[p + length] == b)
                 if kept:
-                    out.add(("entity", length + 1, kept))
+                    out.add(("entity", length + 1, kept, min_start))
                 if b == self.close[0] and self._closable(length, positions):
-                    out.add(self._after_close(1, self._next_start(length, positions)))
+                    out.add(self._after_close(1, self._next_start(length, positions, min_start)))
         return frozenset(out)
 
     def _after_open(self, matched: int, min_start: int) -> State:
-        if matched < len(self.open):
-            return ("open", matched, min_start)
-        return ("entity", 0, frozenset(p for p in self.starts if p >= min_start))
+        return ("entity", 0, self.starts, min_start) if matched == len(self.open) else ("open", matched, min_start)
 
     def _after_end(self, matched: int) -> State:
         return DONE if matched == len(self.end) else ("end", matched)
 
-    def _after_close(self, matched: int, min_start: int) -> State:
-        return ("between", min_start) if matched == len(self.close) else ("close", matched, min_start)
+    def _after_close(self, matched: int, min_start: int | None) -> State:
+        if matched < len(self.close):
+            return ("close", matched, min_start)
+        return DONE if min_start is None else ("between", min_start)
 
 
 def char_to_byte_offsets(text: str) -> list[int]:

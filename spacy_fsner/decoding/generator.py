@@ -113,29 +113,26 @@ class _Rows:
         if len(parts) == 1:
             return parts[0]
         width = max(part.width for part in parts)
-
-        def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-            first = tensors[0]
-            shape = (sum(t.shape[0] for t in tensors), *first.shape[1:-2], width, first.shape[-1])
-            out = first.new_zeros(shape)
-            row = 0
-            for t in tensors:
-                out[row : row + t.shape[0], ..., width - t.shape[-2] :, :] = t
-                row += t.shape[0]
-            return out
-
-        mask = parts[0].mask.new_zeros((sum(p.mask.shape[0] for p in parts), width))
-        row = 0
-        for part in parts:
-            mask[row : row + part.mask.shape[0], width - part.width :] = part.mask
-            row += part.mask.shape[0]
         return _Rows(
-            [stack([p.keys[i] for p in parts]) for i in range(len(parts[0].keys))],
-            [stack([p.values[i] for p in parts]) for i in range(len(parts[0].values))],
-            mask,
+            [_right_aligned([p.keys[i] for p in parts], width, dim=-2) for i in range(len(parts[0].keys))],
+            [_right_aligned([p.values[i] for p in parts], width, dim=-2) for i in range(len(parts[0].values))],
+            _right_aligned([p.mask for p in parts], width, dim=-1),
             torch.cat([p.last_position for p in parts]),
             parts[0].shared,
         )
+
+
+def _right_aligned(tensors: list[torch.Tensor], width: int, dim: int) -> torch.Tensor:
+    """`tensors` stacked along dim 0, each zero-padded on the left of `dim` to `width`."""
+    first = tensors[0]
+    shape = list(first.shape)
+    shape[0], shape[dim] = sum(t.shape[0] for t in tensors), width
+    out = first.new_zeros(shape)
+    row = 0
+    for t in tensors:
+        out[row : row + t.shape[0]].narrow(dim, width - t.shape[dim], t.shape[dim]).copy_(t)
+        row += t.shape[0]
+    return out
 
 
 @dataclass
@@ -217,8 +214,9 @@ class ConstrainedGenerator:
                 leaves[request] = _Leaf(request, tuple(middle), tuple(tail) if self.prefix_cache else (), [])
             leaves[request].indices.append(index)
         bar = tqdm(total=len(requests), desc="fsner generate", unit="prompt", disable=not progress)
+        shared = use_shared_prefix_attention(self.model)
         for root, leaves in groups.items():
-            root_rows = self._run_root(list(root), shared=use_shared_prefix_attention(self.model))
+            root_rows = self._run_root(list(root), shared)
             for chunk in self._chunks(list(leaves.values())):
                 for leaf, generation in zip(chunk, self._generate_chunk(root_rows, chunk), strict=True):
                     for i in leaf.indices:
@@ -241,7 +239,7 @@ class ConstrainedGenerator:
             chunks[-1].extend(siblings)
         return [c for c in chunks if c]
 
-    def _generate_chunk(self, root: _Rows | None, chunk: list[_Leaf]) -> list[Generation]:
+    def _generate_chunk(self, root: _Rows | SharedPrefix | None, chunk: list[_Leaf]) -> list[Generation]:
         """Prefill the chunk's inputs on the root, then each tail on its input's row (a leaf without a tail takes
         its input's row as it is), then decode all leaves together. Returns the generations in `chunk`'s order."""
         if not any(leaf.tail for leaf in chunk):  # the inputs are the leaves
@@ -261,7 +259,9 @@ class ConstrainedGenerator:
         by_leaf = {id(leaf): g for leaf, g in zip(leaves, self._decode(rows, logits, leaves), strict=True)}
         return [by_leaf[id(leaf)] for leaf in chunk]
 
-    def _prefill(self, parent: _Rows | None, items: list, parent_row, ids) -> tuple[_Rows, torch.Tensor, list]:
+    def _prefill(
+        self, parent: _Rows | SharedPrefix | None, items: list, parent_row, ids
+    ) -> tuple[_Rows, torch.Tensor, list]:
         """One row per item: `ids(item)` on top of parent row `parent_row(item)`, computed in `_sub_batches` and
         merged. Returns the rows, their last logits and the items in row order."""
         parts, logits, order = [], [], []
@@ -295,7 +295,7 @@ class ConstrainedGenerator:
         if not root_ids:
             return None
         rows, _ = self._extend(None, [0], [root_ids])
-        return SharedPrefix.from_cache(rows.cache()) if shared else rows
+        return SharedPrefix([k[0] for k in rows.keys], [v[0] for v in rows.values]) if shared else rows
 
     def _extend(
         self, parent: _Rows | SharedPrefix | None, parents: list[int], ids: list[list[int]]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache, PreTrainedModel
+from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
@@ -31,11 +31,6 @@ class SharedPrefix:
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-
-    @classmethod
-    def from_cache(cls, cache: DynamicCache) -> SharedPrefix:
-        """From the cache of a one-row forward pass over the prefix."""
-        return cls([layer.keys[0] for layer in cache.layers], [layer.values[0] for layer in cache.layers])
 
     @property
     def length(self) -> int:

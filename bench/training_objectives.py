@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--test-sentences", type=int, default=200)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: the config's")
     parser.add_argument("--dpo-steps", type=int, default=0, help="DPO after SFT (0: none)")
     parser.add_argument("--dpo-variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--dpo-batch-size", type=int, default=4, help="pairs per DPO step")
@@ -89,6 +90,11 @@ def main() -> None:
         config, extra = VARIANTS[variant]
         for seed in args.seeds:
             out = args.output / f"{variant}-seed{seed}"
+            if (out / "result.json").exists():  # a run of an interrupted comparison: kept, not repeated
+                run = json.loads((out / "result.json").read_text())
+                rows.setdefault(variant, []).append(run)
+                print(json.dumps(run), flush=True)
+                continue
             base = {
                 **labels,
                 "components.fsner.model.max_new_tokens": args.max_new_tokens,
@@ -99,6 +105,8 @@ def main() -> None:
                 "train.save_steps": 10**6,
             }
             overrides = {**base, "train.max_steps": args.steps, **extra}
+            if args.learning_rate is not None:
+                overrides["train.learning_rate"] = args.learning_rate
             start = time.perf_counter()
             run_training(REPO / "configs" / config, out / "sft", overrides)
             history = json.loads((out / "sft" / "metrics.json").read_text())["log_history"]

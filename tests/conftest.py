@@ -48,6 +48,12 @@ def gemma_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2, the sentence encoder that retrieval may use, as a Hugging Face directory."""
+    return _fetched("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama with a byte-level BPE tokenizer, built from the package's small corpus."""
     from spacy_fsner.models.tiny import TinyModelSpec, build_tiny_model, read_corpus

@@ -18,6 +18,8 @@ from spacy.util import minibatch
 from spacy.vocab import Vocab
 
 from ..prompts.templates import PromptTemplate
+from ..retrieval.embeddings import embeddings_from_spec
+from ..retrieval.retrievers import Retriever
 from ..training.adaptation import Adaptation, InContextAdaptation
 from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask
 
@@ -38,6 +40,7 @@ _MODEL_HINT = "{'@llm_models': 'spacy_fsner.CausalLM.v1', 'name': 'models/tiny'}
         "spans_key": "fsner",
         "save_io": False,
         "adaptation": {"@misc": "spacy_fsner.InContextAdaptation.v1"},
+        "retriever": None,
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -53,12 +56,13 @@ def make_fsner(
     spans_key: str,
     save_io: bool,
     adaptation: Adaptation,
+    retriever: Retriever | None,
 ) -> FewShotNER:
     if model is None:
         raise ValueError(f"The fsner component needs a `model`, e.g. model={_MODEL_HINT}.")
     if isinstance(labels, str):  # "PER,ORG,LOC", as spacy-llm's tasks take them (handy on a command line)
         labels = [label.strip() for label in labels.split(",") if label.strip()]
-    task = FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key)
+    task = FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever)
     return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation)
 
 
@@ -86,6 +90,8 @@ class FewShotNER(Pipe):
         self.save_io = save_io
         self.adaptation = adaptation if adaptation is not None else InContextAdaptation()
         self.stats: Counter[str] = Counter()
+        if task.retriever is not None:  # embeddings = "model": the input embeddings of this component's model
+            task.retriever.bind(lambda spec: embeddings_from_spec(spec, self.model))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -93,6 +99,29 @@ class FewShotNER(Pipe):
 
     def add_label(self, label: str, label_definition: str | None = None) -> int:
         return self.task.add_label(label, label_definition)
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]] | None = None,
+        *,
+        nlp: Language | None = None,
+        labels: list[str] | None = None,  # builtins only: spaCy validates these settings with pydantic
+        n_prompt_examples: int = 0,
+    ) -> None:
+        """`nlp.initialize(get_examples)`, as spacy-llm's NER task does it: the labels are replaced by `labels` when
+        given. The examples' reference docs become the retrieval pool when the component has a `retriever`;
+        without one, the first `n_prompt_examples` of them (-1: all) become the fixed demonstrations of every prompt
+        (0, the default: none, zero-shot prompts)."""
+        if n_prompt_examples < -1:
+            raise ValueError(f"n_prompt_examples must be -1 (all), 0 or a positive count, got {n_prompt_examples}.")
+        docs = [example.reference for example in get_examples()] if get_examples is not None else []
+        if labels is not None:
+            self.task.set_labels(labels, {k: v for k, v in self.task.label_definitions.items() if k in labels})
+        if self.task.retriever is not None:
+            if docs:
+                self.task.set_demonstrations(docs)
+        elif n_prompt_examples:
+            self.task.set_demonstrations(docs if n_prompt_examples == -1 else docs[:n_prompt_examples])
 
     def adapt(
         self,

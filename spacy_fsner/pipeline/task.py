@@ -20,6 +20,7 @@ from spacy_llm.registry import registry as llm_registry
 from ..decoding.alignment import align_jointly
 from ..decoding.generator import Generation, GenerationRequest
 from ..prompts.templates import AnnotatedText, PromptContext, PromptTemplate, cllmfs_template_v1
+from ..retrieval.retrievers import Retriever
 from .chunking import chunk_doc, token_boundaries
 from .resolve import resolve_entities
 
@@ -79,7 +80,12 @@ def validate_labels(labels: Sequence[str], label_definitions: dict[str, str]) ->
 
 class FewShotNERTask:
     """One prompt per (chunk, label); entities placed in order, all labels of a chunk together; conflicts resolved
-    by score."""
+    by score.
+
+    Demonstrations are either fixed (`set_demonstrations` without a retriever: every prompt shows the same ones) or
+    retrieved per chunk (with a `retriever`: `set_demonstrations` makes the docs its pool, and each chunk's prompts
+    show the pool sentences most similar to it).
+    """
 
     def __init__(
         self,
@@ -89,6 +95,7 @@ class FewShotNERTask:
         max_chunk_tokens: int = 128,
         overwrite_ents: bool = False,
         spans_key: str = "fsner",
+        retriever: Retriever | None = None,
     ) -> None:
         label_definitions = dict(label_definitions or {})
         validate_labels(labels, label_definitions)
@@ -101,6 +108,11 @@ class FewShotNERTask:
         self._overwrite_ents = overwrite_ents
         self._spans_key = spans_key
         self._examples: list[AnnotatedText] = []
+        self._retriever = retriever
+
+    @property
+    def retriever(self) -> Retriever | None:
+        return self._retriever
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -132,7 +144,12 @@ class FewShotNERTask:
         self._labels, self._definitions = list(labels), dict(label_definitions or {})
 
     def set_demonstrations(self, docs: Iterable[Doc]) -> None:
-        """Use annotated docs (`doc.ents`) as in-prompt examples, in order (every label's entities of each doc)."""
+        """Use annotated docs (`doc.ents`) as in-prompt examples: all of them, in order (every label's entities of
+        each doc), or, with a retriever, as its pool."""
+        if self._retriever is not None:
+            self._retriever.fit(list(docs))
+            self._examples = []
+            return
         self._examples = [
             (doc.text, {label: [e.text for e in doc.ents if e.label_ == label] for label in self._labels})
             for doc in docs
@@ -147,24 +164,43 @@ class FewShotNERTask:
         """Labels, definitions and demonstrations, as the template renders them."""
         return PromptContext(tuple(self._labels), dict(self._definitions), tuple(self._examples))
 
+    def _context(self, retrieved: tuple[int, ...] | None) -> PromptContext:
+        """The prompt context with the fixed demonstrations (None) or the pool examples `retrieved` (best first;
+        shown best last, next to the input)."""
+        if retrieved is None:
+            return self.prompt_context
+        pool = self._retriever.pool
+        examples = tuple(pool[i].annotated for i in reversed(retrieved))
+        return PromptContext(tuple(self._labels), dict(self._definitions), examples)
+
     def prompt_prefix(self, label: str) -> str:
         return self._template.prompt_prefix(label, self.prompt_context)
 
     def generate_prompts(self, docs: Iterable[Doc]) -> Iterable[DocPrompts]:
         if not self._labels:
             raise ValueError("The fsner task has no labels: add them with `add_label` or the `labels` setting.")
-        context = self.prompt_context
-        prefixes = {label: self._template.prompt_prefix(label, context) for label in self._labels}
+        docs = list(docs)
+        chunks = [chunk_doc(doc, self._max_chunk_tokens) for doc in docs]
         tails = {label: self._template.tail(label) for label in self._labels}
-        for doc in docs:
+        if self._retriever is not None:  # per chunk, the ids of its demonstrations in the pool
+            flat = [chunk for doc_chunks in chunks for chunk in doc_chunks]
+            retrieved = iter(self._retriever.retrieve(flat))
+            keys = [[tuple(next(retrieved)) for _ in doc_chunks] for doc_chunks in chunks]
+        else:
+            keys = [[None] * len(doc_chunks) for doc_chunks in chunks]
+        prefixes: dict[tuple[str, tuple[int, ...] | None], str] = {}  # rendered once per label and demonstrations
+        for doc_chunks, doc_keys in zip(chunks, keys, strict=True):
             prompts = DocPrompts()
-            for chunk in chunk_doc(doc, self._max_chunk_tokens):
+            for chunk, shots in zip(doc_chunks, doc_keys, strict=True):
                 starts, ends = token_boundaries(chunk)
                 text, offset = chunk.text, chunk.start_char
                 suffix = self._template.suffix(text)
                 for label in self._labels:
+                    key = (label, shots)
+                    if key not in prefixes:
+                        prefixes[key] = self._template.prompt_prefix(label, self._context(shots))
                     request = GenerationRequest(
-                        prefixes[label], suffix, text, starts, ends, self._template.fmt, tails[label]
+                        prefixes[key], suffix, text, starts, ends, self._template.fmt, tails[label]
                     )
                     prompts.requests.append(request)
                     prompts.labels.append(label)
@@ -226,9 +262,10 @@ class FewShotNERTask:
 
     def to_bytes(self, *, exclude: tuple[str, ...] = ()) -> bytes:
         """Labels, definitions and demonstrations (they change with `adapt`, so the config alone is not enough)."""
-        return srsly.msgpack_dumps(
-            {"labels": self._labels, "label_definitions": self._definitions, "examples": self._examples}
-        )
+        data = {"labels": self._labels, "label_definitions": self._definitions, "examples": self._examples}
+        if self._retriever is not None and self._retriever.fitted:
+            data["retriever"] = self._retriever.to_bytes()
+        return srsly.msgpack_dumps(data)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: tuple[str, ...] = ()) -> FewShotNERTask:
         data = srsly.msgpack_loads(bytes_data)
@@ -239,6 +276,13 @@ class FewShotNERTask:
             per_label = data["demonstrations"]
             texts = [text for text, _ in next(iter(per_label.values()), [])]
             self._examples = [(text, {k: list(v[i][1]) for k, v in per_label.items()}) for i, text in enumerate(texts)]
+        if "retriever" in data:
+            if self._retriever is None:
+                raise ValueError(
+                    "The saved fsner component has a retrieval index, but this one is configured without a "
+                    "`retriever`: configure the retriever it was saved with (see its config.cfg)."
+                )
+            self._retriever.from_bytes(data["retriever"])
         return self
 
 
@@ -250,9 +294,10 @@ def make_ner_task(
     max_chunk_tokens: int = 128,
     overwrite_ents: bool = False,
     spans_key: str = "fsner",
+    retriever: Retriever | None = None,
 ) -> FewShotNERTask:
     """The few-shot NER task for spacy-llm's `llm` component (and the engine of the `fsner` component)."""
-    return FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key)
+    return FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever)
 
 
 @registry.scorers("spacy_fsner.ner_scorer.v1")

@@ -29,7 +29,7 @@ def test_each_entry_point_resolves():
     import spacy_llm  # noqa: F401  (creates the llm_* registries)
 
     entry_points = _entry_points()
-    assert set(entry_points["spacy_factories"]) == {"fsner"}
+    assert set(entry_points["spacy_factories"]) == {"fsner", "el4ner"}
     for name in entry_points["spacy_factories"]:
         spacy.blank("en")  # imports factories from entry points
         assert Language.has_factory(name)

@@ -47,19 +47,24 @@ class PoolExample:
     """Its non-punctuation, non-space tokens (what word-level similarity matches)."""
     tokens: int
     """Its spaCy token count (what the demonstration budget counts)."""
-    entities: dict[str, list[str]]
-    """Per label, its entity strings in text order."""
+    mentions: tuple[tuple[str, str], ...]
+    """Its entities as (label, text), in text order."""
 
     @classmethod
     def of(cls, doc: Doc | Span) -> PoolExample:
+        return cls(doc.text, _words(doc), len(doc), tuple((e.label_, e.text) for e in doc.ents))
+
+    @property
+    def entities(self) -> dict[str, list[str]]:
+        """Per label, its entity strings in text order."""
         entities: dict[str, list[str]] = {}
-        for ent in doc.ents:
-            entities.setdefault(ent.label_, []).append(ent.text)
-        return cls(doc.text, _words(doc), len(doc), entities)
+        for label, text in self.mentions:
+            entities.setdefault(label, []).append(text)
+        return entities
 
     @property
     def spans(self) -> list[str]:
-        return [text for texts in self.entities.values() for text in texts]
+        return [text for _, text in self.mentions]
 
     @property
     def annotated(self) -> AnnotatedText:
@@ -144,7 +149,7 @@ class Retriever:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        pool = [[e.text, list(e.words), e.tokens, e.entities] for e in self.pool]
+        pool = [[e.text, list(e.words), e.tokens, [list(m) for m in e.mentions]] for e in self.pool]
         index = {k: {"shape": list(v.shape), "dtype": str(v.dtype), "data": v.tobytes()} for k, v in self.index.items()}
         return srsly.msgpack_dumps({"kind": type(self).__name__, "pool": pool, "index": index})
 
@@ -155,7 +160,10 @@ class Retriever:
                 f"The saved retrieval index was built by a {msg['kind']}, but the component is configured with a "
                 f"{type(self).__name__}: configure the same retriever, or fit the index again (nlp.initialize)."
             )
-        self.pool = [PoolExample(text, tuple(words), tokens, dict(ents)) for text, words, tokens, ents in msg["pool"]]
+        self.pool = [
+            PoolExample(text, tuple(words), tokens, tuple((label, entity) for label, entity in mentions))
+            for text, words, tokens, mentions in msg["pool"]
+        ]
         self.index = {
             k: np.frombuffer(v["data"], dtype=v["dtype"]).reshape(v["shape"]).copy() for k, v in msg["index"].items()
         }

@@ -135,7 +135,7 @@ def test_dpo_stage_continues_the_sft_adapter_with_both_kinds_of_pairs(corpus, ti
     spacy.load(tmp_path / "dpo" / "pipeline")("EU rejects German call to boycott British lamb .")
 
 
-@pytest.mark.parametrize("name", ["obp_source.cfg", "obp.cfg", "obp_dpo.cfg", "cllmfs.cfg"])
+@pytest.mark.parametrize("name", ["obp_source.cfg", "obp.cfg", "obp_dpo.cfg", "cllmfs.cfg", "ifwraner.cfg"])
 def test_shipped_training_configs_resolve(name):
     from confection import Config
     from spacy.util import registry
@@ -220,3 +220,27 @@ def test_the_shared_input_template_trains_like_the_papers_templates(corpus, tiny
     nlp = spacy.load(tmp_path / "dpo" / "pipeline")
     assert nlp.config["components"]["fsner"]["template"]["@misc"] == "spacy_fsner.SharedInputTemplate.v1"
     nlp("EU rejects German call to boycott British lamb .")
+
+
+def test_ifwraner_trains_with_retrieved_demonstrations_never_the_sentence_itself(corpus, tiny_model_dir, tmp_path):
+    """Every record's prompt shows the k most similar other training sentences; embedding noise is on; the saved
+    pipeline keeps the training sentences as its pool and retrieves for new input."""
+    from spacy_fsner.data.sft import gold_chunks
+    from spacy_fsner.training.run import build_pipeline, load_config
+
+    config = REPO / "configs" / "ifwraner.cfg"
+    run_training(config, tmp_path / "out", _overrides(corpus, tiny_model_dir, max_steps=2))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["settings"]["train_settings"]["neftune_alpha"] == 5.0
+    docs = list(DocBin().from_disk(corpus).get_docs(spacy.blank("en").vocab))
+    nlp = build_pipeline(load_config(config, {"paths.base_model": str(tiny_model_dir)}), ["LOC", "MISC", "ORG", "PER"])
+    task = nlp.get_pipe("fsner").task
+    task.set_demonstrations(docs)
+    for chunk in gold_chunks(docs, task):
+        others = [d.text for d in docs if d.text != chunk.text and d.text in chunk.requests[0].prefix]
+        assert chunk.text not in chunk.requests[0].prefix, "never the example itself"
+        assert 1 <= len(others) <= 2
+    loaded = spacy.load(tmp_path / "out" / "pipeline")
+    retriever = loaded.get_pipe("fsner").task.retriever
+    assert [e.text for e in retriever.pool] == [d.text for d in docs]
+    loaded("EU rejects German call to boycott British lamb .")

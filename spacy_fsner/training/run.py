@@ -61,6 +61,8 @@ class TrainSettings:
     learning_rate: float = 3e-4
     warmup_ratio: float = 0.1
     max_length: int | None = None
+    neftune_alpha: float = 0.0
+    """Noise on the input embeddings during SFT (NEFTune's alpha, IF-WRANER's regularisation); 0: off."""
     save_steps: int = 50
     logging_steps: int = 1
     threads: int = 0
@@ -177,7 +179,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     shutil.rmtree(adapter, ignore_errors=True)
     trainer.model.save_pretrained(adapter, selected_adapters=["default"])  # not DPO's frozen `ref` copy
     history = trainer.state.log_history
-    pipeline = _save_pipeline(config, labels, adapter, trainer.model, output / "pipeline")
+    pipeline = _save_pipeline(config, labels, adapter, trainer.model, output / "pipeline", docs)
     metrics = {
         "settings": {
             "config": str(config_path),
@@ -221,13 +223,16 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
 
     task = nlp.get_pipe("fsner").task
+    if task.retriever is not None:  # IF-WRANER: each prompt shows retrieved training sentences (never its own)
+        task.set_demonstrations(docs)
     records = sft_records(
         docs, task, tokenizer, absent_labels=settings.absent_labels, seed=settings.seed, max_length=settings.max_length
     )
     if not records:
         raise ValueError("The training corpus gave no SFT records (no non-empty sentences): check --paths.train.")
     objectives = [registry.resolve({"objective": spec})["objective"] for spec in settings.objectives.values()]
-    args = contrastive_sft_config(str(checkpoints), **_trainer_args(settings), max_length=None)
+    noise = {"neftune_noise_alpha": settings.neftune_alpha} if settings.neftune_alpha else {}
+    args = contrastive_sft_config(str(checkpoints), **_trainer_args(settings), **noise, max_length=None)
     trainer = ContrastiveSFTTrainer(
         model=model, args=args, train_dataset=sft_dataset(records), processing_class=tokenizer, objectives=objectives
     )
@@ -292,13 +297,17 @@ def _last_checkpoint(directory: Path) -> str | None:
     return get_last_checkpoint(str(directory)) if directory.is_dir() else None
 
 
-def _save_pipeline(config: Config, labels: list[str], adapter: Path, model, output: Path) -> Path:
+def _save_pipeline(config: Config, labels: list[str], adapter: Path, model, output: Path, docs) -> Path:
     """The trained pipeline: the adapter inside it (saved from `model`, the trained one, not loaded again), the base
-    model referred to by its name (as configured)."""
+    model referred to by its name (as configured); with a retriever, the training docs as its pool (an episode's
+    `adapt` or `nlp.initialize` replaces it)."""
     config = Config(config)
     config["paths"]["adapter"] = str(adapter)
     nlp = build_pipeline(config, labels)
-    nlp.get_pipe("fsner").model.attach_model(model.eval())
+    component = nlp.get_pipe("fsner")
+    component.model.attach_model(model.eval())
+    if component.task.retriever is not None:
+        component.task.set_demonstrations(docs)
     shutil.rmtree(output, ignore_errors=True)
     nlp.config["paths"]["adapter"] = None
     nlp.to_disk(output)

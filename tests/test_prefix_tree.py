@@ -101,6 +101,29 @@ def test_mixed_tails_and_no_prefix_cache_give_the_same_tokens(model_and_tokenize
         assert [g.token_ids for g in batched] == [generator.generate_naive(r).token_ids for r in mixed]
 
 
+@pytest.mark.parametrize("template", [cllmfs_template_v1(), shared_input_template_v1()], ids=["cllmfs", "shared"])
+def test_retrieved_demonstrations_per_sentence_are_batched_together(model_and_tokenizer, shared_data, template):
+    """Each sentence has its own prefix (its retrieved demonstrations): the prompts are still generated exactly as
+    one by one, every token is computed once, and the sentences share forward passes instead of one pass each."""
+    from spacy_fsner.retrieval.retrievers import RandomRetriever
+
+    model, tokenizer = model_and_tokenizer
+    texts = sentences(shared_data, 12)
+    pool = [NLP(t) for t in sentences(shared_data, 30)[12:]]
+    task = FewShotNERTask(list(LABELS), {}, template, retriever=RandomRetriever(k=2))
+    task.set_demonstrations(pool)
+    requests = [r for prompts in task.generate_prompts(map(NLP, texts)) for r in prompts.requests]
+    assert len({r.prefix for r in requests}) >= len(texts), "a prefix per sentence (and label)"
+    generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=8, batch_size=64, batch_tokens=8192)
+    batched = generator.generate(requests)
+    assert generator.counts["prompt_tokens"] == prompt_tree_tokens(generator, requests)
+    passes = generator.counts["forward_passes"]
+    assert [g.token_ids for g in batched] == [generator.generate_naive(r).token_ids for r in requests]
+    generator.counts.clear()
+    generator.generate(requests[: len(LABELS)])  # one sentence alone
+    assert passes < len(texts) * generator.counts["forward_passes"] / 2, "sentences share forward passes"
+
+
 @given(
     lengths=st.lists(st.integers(1, 60), min_size=1, max_size=40),
     budget=st.integers(1, 400),

@@ -6,6 +6,13 @@ import typer
 
 from ._app import app
 
+RETRIEVERS = {
+    "word": "spacy_fsner.WordRetriever.v1",
+    "sentence": "spacy_fsner.SentenceRetriever.v1",
+    "span": "spacy_fsner.SpanRetriever.v1",
+    "random": "spacy_fsner.RandomRetriever.v1",
+}
+
 
 @app.command("evaluate")
 def evaluate_command(
@@ -35,6 +42,16 @@ def evaluate_command(
         help="episodes: train a LoRA adapter on each episode's support set for this many steps "
         "(spacy_fsner.FineTuneAdaptation.v1) instead of in-prompt demonstrations (0)",
     ),
+    retriever: str | None = typer.Option(
+        None,
+        "--retriever",
+        help="retrieve demonstrations per sentence from the support set (episodes) or the pipeline's pool: "
+        f"{', '.join(RETRIEVERS)} (default: the pipeline's own setting)",
+    ),
+    k: int = typer.Option(3, "--k", help="with --retriever: demonstrations per prompt"),
+    embeddings: str = typer.Option(
+        "model", "--embeddings", help="with --retriever: 'model' (input embeddings) or a sentence encoder name"
+    ),
 ) -> None:
     """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output."""
     from ..evaluation.protocols import evaluate
@@ -42,11 +59,21 @@ def evaluate_command(
 
     try:
         nlp = pipeline
+        overrides: dict = {}
         if fine_tune_steps:
+            adaptation = {"@misc": "spacy_fsner.FineTuneAdaptation.v1", "steps": fine_tune_steps}
+            overrides[f"components.{component or 'fsner'}.adaptation"] = adaptation
+        if retriever is not None:
+            if retriever not in RETRIEVERS:
+                raise ValueError(f"--retriever {retriever!r}: use one of {', '.join(RETRIEVERS)}.")
+            spec = {"@misc": RETRIEVERS[retriever], "k": k}
+            if retriever != "random":
+                spec["embeddings"] = embeddings
+            overrides[f"components.{component or 'fsner'}.retriever"] = spec
+        if overrides:
             import spacy
 
-            adaptation = {"@misc": "spacy_fsner.FineTuneAdaptation.v1", "steps": fine_tune_steps}
-            nlp = spacy.load(pipeline, config={f"components.{component or 'fsner'}.adaptation": adaptation})
+            nlp = spacy.load(pipeline, config=overrides)
         run = evaluate(
             nlp,
             data,

@@ -150,6 +150,24 @@ def _tail_ids(leaf: _Leaf) -> tuple[int, ...]:
     return leaf.tail
 
 
+def _merge_lone_roots(
+    groups: dict[tuple[int, ...], dict[GenerationRequest, _Leaf]],
+) -> dict[tuple[int, ...], dict[GenerationRequest, _Leaf]]:
+    """A root prefix that serves a single input (demonstrations retrieved for that sentence) saves nothing by being
+    cached on its own, and run alone it decodes only that input's few rows at a time. Its leaves join the root-less
+    group with the root's ids moved into their middle (the same ids at the same positions), so that all such inputs
+    are prefilled in token-budget batches and decoded together."""
+    out: dict[tuple[int, ...], dict[GenerationRequest, _Leaf]] = {}
+    for root, leaves in groups.items():
+        if root and len({leaf.middle for leaf in leaves.values()}) == 1:
+            merged = out.setdefault((), {})
+            for request, leaf in leaves.items():
+                merged[request] = _Leaf(request, root + leaf.middle, leaf.tail, leaf.indices)
+        else:
+            out.setdefault(root, {}).update(leaves)
+    return out
+
+
 class ConstrainedGenerator:
     """Runs `GenerationRequest`s through a causal LM; counts the tokens it feeds the model in `self.counts`:
     `prompt_tokens` (prompt tokens computed), `pad_tokens` (pads computed beside them), `decode_tokens` (generated
@@ -193,6 +211,8 @@ class ConstrainedGenerator:
         (`encode_prompt`), which keeps every cached part valid. Prefixes are encoded once."""
         prefix = self._prefix_ids.get(request.prefix)
         if prefix is None:
+            if len(self._prefix_ids) >= 4096:  # retrieved demonstrations make a prefix per sentence: stay bounded
+                self._prefix_ids.clear()
             prefix = self._prefix_ids[request.prefix] = encode_prompt(self.tokenizer, request.prefix)[0]
         _, suffix, tail = encode_prompt(self.tokenizer, "", request.suffix, request.tail)
         return prefix, suffix, tail
@@ -213,6 +233,7 @@ class ConstrainedGenerator:
             if request not in leaves:
                 leaves[request] = _Leaf(request, tuple(middle), tuple(tail) if self.prefix_cache else (), [])
             leaves[request].indices.append(index)
+        groups = _merge_lone_roots(groups)
         bar = tqdm(total=len(requests), desc="fsner generate", unit="prompt", disable=not progress)
         shared = use_shared_prefix_attention(self.model)
         for root, leaves in groups.items():

@@ -101,3 +101,32 @@ def test_smoke_train_workflow(tmp_path):
     pipeline = tmp_path / "training" / "obp-dpo" / "pipeline"
     assert (pipeline / "fsner" / "model" / "adapter" / "adapter_model.safetensors").is_file()
     assert spacy.load(pipeline).pipe_names == ["fsner"]
+
+
+@pytest.mark.slow
+def test_smoke_retrieval_workflow(tmp_path):
+    """IF-WRANER (in context with word-level retrieval, fine-tuned with retrieved demonstrations) and the EL4NER
+    ensemble, end to end on the tiny model (both members)."""
+    for item in ("project.yml", "configs", "assets"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / item)
+    budget = {"base_model": "models/tiny", "second_model": "models/tiny", "sft_steps": 2, "train_batch": 2}
+    overrides = [f"--vars.{key}={value}" for key, value in {**budget, "episodes": 1}.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", "smoke-retrieval", ".", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [r for r in (tmp_path / "metrics" / "compare_ifwraner.md").read_text().splitlines() if r.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[2:]] == [
+        "| in context (all support sentences)",
+        "| in context (word-level retrieval)",
+        "| IF-WRANER fine-tuned",
+    ]
+    settings = json.loads((tmp_path / "metrics" / "episodes_el4ner.json").read_text())["settings"]
+    assert settings["component"] == "el4ner" and settings["n_episodes"] == 1
+    trained = spacy.load(tmp_path / "training" / "ifwraner" / "pipeline")
+    assert trained.get_pipe("fsner").task.retriever.pool, "the training sentences are the trained pipeline's pool"

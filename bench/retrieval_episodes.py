@@ -1,0 +1,122 @@
+"""Task quality of demonstration retrieval and of EL4NER (issue 9, item 7): span F1 on Few-NERD INTER dev 5-way
+5~10-shot episodes, each episode's support set as the pool.
+
+Runs (`--runs`, each written to `--output/<run>.json` and skipped when that file exists, so an interrupted bench
+resumes):
+
+- `all-K`: the fixed demonstrations of the pipeline without a retriever (the whole support set in every prompt);
+- `random-K`, `sentence-K`, `word-K`: K retrieved demonstrations per sentence (SmolLM2, shared-input template);
+- `el4ner`, `el4ner-<member>` (one member alone), `el4ner-no-<stage>` (one stage off): the EL4NER component with
+  SmolLM2 and Gemma-3-270M as members.
+
+    python bench/retrieval_episodes.py --episodes ../ep/dev_5_5.jsonl --limit 10 --runs random-1 sentence-1 word-1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from itertools import islice
+from pathlib import Path
+
+import spacy
+import torch
+
+from spacy_fsner.data.episodes import read_episodes
+from spacy_fsner.ensemble.el4ner import STAGES
+from spacy_fsner.evaluation.protocols import evaluate_episodes
+
+RETRIEVERS = {
+    "random": "spacy_fsner.RandomRetriever.v1",
+    "sentence": "spacy_fsner.SentenceRetriever.v1",
+    "word": "spacy_fsner.WordRetriever.v1",
+}
+MEMBERS = {"smollm2": "smollm2-135m-instruct", "gemma": "gemma3-270m"}
+
+
+def fsner_pipeline(model: str, retriever: str | None, k: int, max_new_tokens: int) -> spacy.Language:
+    nlp = spacy.blank("en")
+    config = {
+        "labels": ["placeholder"],  # each episode sets its own types
+        "template": {"@misc": "spacy_fsner.SharedInputTemplate.v1"},
+        "model": {"@llm_models": "spacy_fsner.CausalLM.v1", "name": model, "max_new_tokens": max_new_tokens},
+    }
+    if retriever is not None:
+        config["retriever"] = {"@misc": RETRIEVERS[retriever], "k": k}
+    nlp.add_pipe("fsner", config=config)
+    return nlp
+
+
+def el4ner_pipeline(members: list[str], stages: dict[str, bool], k: int, max_new_tokens: int) -> spacy.Language:
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "el4ner",
+        config={
+            "labels": ["placeholder"],
+            "members": {
+                m: {"@llm_models": "spacy_fsner.CausalLM.v1", "name": MEMBERS[m], "max_new_tokens": max_new_tokens}
+                for m in members
+            },
+            "retriever": {"@misc": "spacy_fsner.SpanRetriever.v1", "k": k},
+            "stages": stages,
+        },
+    )
+    return nlp
+
+
+def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
+    if run.startswith("el4ner"):
+        rest = run.removeprefix("el4ner").removeprefix("-")
+        members, stages = list(MEMBERS), {}
+        if rest in MEMBERS:
+            members = [rest]
+        elif rest.startswith("no-"):
+            stages = {rest.removeprefix("no-").replace("-", "_"): False}
+            if next(iter(stages)) not in STAGES:
+                raise ValueError(f"unknown stage in {run!r}: the stages are {list(STAGES)}")
+        elif rest:
+            raise ValueError(f"unknown run {run!r}")
+        return el4ner_pipeline(members, stages, k, max_new_tokens)
+    name, _, shots = run.rpartition("-")
+    return fsner_pipeline(MEMBERS["smollm2"], None if name == "all" else name, int(shots), max_new_tokens)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=Path, required=True, help="Few-NERD episode JSONL (sample-episodes)")
+    parser.add_argument("--limit", type=int, default=10, help="the first N episodes")
+    parser.add_argument("--runs", nargs="+", default=["random-3", "sentence-3", "word-3"])
+    parser.add_argument("--k", type=int, default=3, help="EL4NER: demonstrations per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=Path("bench/results/retrieval_episodes"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.output.mkdir(parents=True, exist_ok=True)
+    episodes = list(islice(read_episodes(args.episodes, spacy.blank("en").vocab), args.limit))
+    rows = []
+    for run in args.runs:
+        path = args.output / f"{run}.json"
+        if path.exists():
+            rows.append(json.loads(path.read_text()))
+            continue
+        nlp = build(run, args.k, args.max_new_tokens)
+        start = time.perf_counter()
+        results = evaluate_episodes(nlp, episodes, progress=False)
+        seconds = (time.perf_counter() - start) / len(episodes)
+        few = results["fewnerd_episodes"]
+        row = {"run": run, "episodes": len(episodes), "f": few.f, "p": few.p, "r": few.r, "s_per_episode": seconds}
+        path.write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{args.episodes.name}, first {len(episodes)} episodes, Few-NERD protocol\n")
+    print("| run | P | R | F1 | s/episode |\n|---|---:|---:|---:|---:|")
+    for r in rows:
+        scores = " | ".join(f"{100 * r[key]:.2f}" for key in ("p", "r", "f"))
+        print(f"| {r['run']} | {scores} | {r['s_per_episode']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,9 +2,10 @@
 
 EL4NER's type classification and self-validation ask a model to choose among known strings (the entity types;
 "Yes"/"No"). Every question about one sentence shares a prefix (instruction, demonstrations, the sentence), which
-is computed once; all (question, option) rows then run in one forward pass on top of its KV cache, right-padded
-(a causal model never attends to the pads that follow a row's tokens). Ids come from `encode_prompt` (prefix, then
-the question as a part of its own) and the option as a completion without EOS, as the generator would write it.
+is computed once; all (question, option) rows then run in one forward pass on top of its KV cache, with the LM head
+applied only where an option token is predicted (a 262k-entry vocabulary makes full logits costly). Ids come from
+`encode_prompt` (prefix, then the question as a part of its own) and the option encoded on its own, as the
+generator would write it.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ def score_options(
     if any(not question for question, _ in questions):
         raise ValueError("score_options: every question must be non-empty text (it predicts the option).")
     prefix_ids, *_ = encode_prompt(tokenizer, prefix)
-    device = model.device
     cache = DynamicCache()
-    model(input_ids=torch.tensor([prefix_ids], device=device), past_key_values=cache, use_cache=True)
-    rows: list[tuple[list[int], int]] = []  # (question + option ids, where the option starts)
+    model(input_ids=torch.tensor([prefix_ids], device=model.device), past_key_values=cache, logits_to_keep=1)
+    rows: list[tuple[list[int], list[int]]] = []  # (question ids, option ids)
     shape: list[int] = []
     for question, options in questions:
         (question_ids,) = encode_prompt(tokenizer, "", question)[1:]
@@ -39,11 +39,11 @@ def score_options(
             option_ids = tokenizer(option, add_special_tokens=False)["input_ids"]
             if not option_ids:
                 raise ValueError(f"score_options: the option {option!r} encodes to no token.")
-            rows.append((question_ids + option_ids, len(question_ids)))
+            rows.append((question_ids, option_ids))
         shape.append(len(options))
     scores: list[float] = []
     for start in range(0, len(rows), max_rows):
-        scores += _score_rows(model, cache, len(prefix_ids), rows[start : start + max_rows], tokenizer, device)
+        scores += _score_rows(model, cache, len(prefix_ids), rows[start : start + max_rows], tokenizer)
     out, i = [], 0
     for n in shape:
         out.append(scores[i : i + n])
@@ -51,33 +51,34 @@ def score_options(
     return out
 
 
-def _score_rows(model, cache: DynamicCache, prefix_length: int, rows, tokenizer, device) -> list[float]:
-    n, width = len(rows), max(len(ids) for ids, _ in rows)
+def _score_rows(model, cache: DynamicCache, prefix_length: int, rows, tokenizer) -> list[float]:
+    """One forward pass on top of the prefix: each row is its question left-padded to the longest question, then its
+    option right-padded, so every option starts in the same column and only those columns' logits are computed."""
+    n = len(rows)
+    question_width = max(len(q) for q, _ in rows)
+    option_width = max(len(o) for _, o in rows)
+    width = question_width + option_width
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((n, width), pad, dtype=torch.long)
     mask = torch.zeros((n, prefix_length + width), dtype=torch.long)
     mask[:, :prefix_length] = 1
-    for r, (ids, _) in enumerate(rows):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        mask[r, prefix_length : prefix_length + len(ids)] = 1
-    layers = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in _layers(cache)]
-    rows_cache = DynamicCache(ddp_cache_data=layers)
-    positions = torch.arange(prefix_length, prefix_length + width).expand(n, -1)
+    for r, (question, option) in enumerate(rows):
+        input_ids[r, question_width - len(question) : question_width] = torch.tensor(question)
+        input_ids[r, question_width : question_width + len(option)] = torch.tensor(option)
+        mask[r, prefix_length + question_width - len(question) : prefix_length + question_width + len(option)] = 1
+    positions = (prefix_length - 1 + mask[:, prefix_length:].cumsum(-1)).clamp(min=prefix_length)
+    layers = [(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1)) for layer in cache.layers]
+    device = model.device
+    keep = torch.arange(question_width - 1, width - 1, device=device)  # the columns that predict option tokens
     logits = model(
         input_ids=input_ids.to(device),
         attention_mask=mask.to(device),
         position_ids=positions.to(device),
-        past_key_values=rows_cache,
-        use_cache=True,
+        past_key_values=DynamicCache(ddp_cache_data=layers),
+        logits_to_keep=keep,
     ).logits.float()
     logprobs = torch.log_softmax(logits, dim=-1)
-    scores = []
-    for r, (ids, option_start) in enumerate(rows):
-        targets = torch.tensor(ids[option_start:], device=logprobs.device)
-        predicted_at = torch.arange(option_start - 1, len(ids) - 1, device=logprobs.device)
-        scores.append(float(logprobs[r, predicted_at, targets].sum()))
-    return scores
-
-
-def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return [
+        float(logprobs[r, torch.arange(len(option)), torch.tensor(option, device=logprobs.device)].sum())
+        for r, (_, option) in enumerate(rows)
+    ]

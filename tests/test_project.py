@@ -65,11 +65,24 @@ def test_deps_come_from_earlier_steps(project):
             produced.update(map(expand, commands[step].get("outputs", [])))
 
 
-@pytest.mark.slow
-def test_smoke_train_workflow(tmp_path):
+def run_workflow(tmp_path, workflow: str, variables: dict) -> None:
+    """Copy the project into `tmp_path` and run `workflow` there with `--vars.KEY=VALUE` for `variables`."""
     for item in ("project.yml", "configs", "assets"):
         source = REPO / item
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / item)
+    overrides = [f"--vars.{key}={value}" for key, value in variables.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", workflow, ".", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_smoke_train_workflow(tmp_path):
     budget = {
         "base_model": "models/tiny",
         "sft_steps": 2,
@@ -79,15 +92,7 @@ def test_smoke_train_workflow(tmp_path):
         "feedback_docs": 2,
         "episodes": 1,
     }
-    overrides = [f"--vars.{key}={value}" for key, value in budget.items()]
-    done = subprocess.run(
-        [sys.executable, "-m", "spacy", "project", "run", "smoke-train", ".", *overrides],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_workflow(tmp_path, "smoke-train", budget)
     rows = [line for line in (tmp_path / "metrics" / "compare.md").read_text().splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[2:]] == [
         "| in context (base model)",
@@ -107,19 +112,8 @@ def test_smoke_train_workflow(tmp_path):
 def test_smoke_retrieval_workflow(tmp_path):
     """IF-WRANER (in context with word-level retrieval, fine-tuned with retrieved demonstrations) and the EL4NER
     ensemble, end to end on the tiny model (both members)."""
-    for item in ("project.yml", "configs", "assets"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / item)
     budget = {"base_model": "models/tiny", "second_model": "models/tiny", "sft_steps": 2, "train_batch": 2}
-    overrides = [f"--vars.{key}={value}" for key, value in {**budget, "episodes": 1}.items()]
-    done = subprocess.run(
-        [sys.executable, "-m", "spacy", "project", "run", "smoke-retrieval", ".", *overrides],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_workflow(tmp_path, "smoke-retrieval", {**budget, "episodes": 1})
     rows = [r for r in (tmp_path / "metrics" / "compare_ifwraner.md").read_text().splitlines() if r.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[2:]] == [
         "| in context (all support sentences)",

@@ -24,22 +24,21 @@ typed span with its `votes` and `validated` flag in `.attrs`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
-from spacy.util import minibatch
 from spacy.vocab import Vocab
 
 from ..decoding.alignment import align_in_order
 from ..decoding.generator import GenerationRequest
+from ..pipeline.batched import BatchedPipe
 from ..pipeline.chunking import chunk_doc, token_boundaries
 from ..pipeline.resolve import resolve_entities
 from ..pipeline.task import validate_labels
@@ -131,7 +130,7 @@ def make_el4ner(
     )
 
 
-class EL4NER(Pipe):
+class EL4NER(BatchedPipe):
     def __init__(
         self,
         vocab: Vocab,
@@ -207,17 +206,6 @@ class EL4NER(Pipe):
         self.random.pool, self.random.index = self.retriever.pool, {}
 
     # prediction ---------------------------------------------------------------------------------------------------
-    def __call__(self, doc: Doc) -> Doc:
-        return self._process([doc])[0]
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 32) -> Iterator[Doc]:
-        error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=batch_size):
-            try:
-                yield from self._process(docs)
-            except Exception as error:
-                error_handler(self.name, self, docs, error)
-
     def _process(self, docs: list[Doc]) -> list[Doc]:
         if not self.retriever.pool:
             raise ValueError(

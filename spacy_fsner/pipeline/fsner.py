@@ -5,22 +5,21 @@ from __future__ import annotations
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import minibatch
 from spacy.vocab import Vocab
 
 from ..prompts.templates import PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import Retriever
 from ..training.adaptation import Adaptation, InContextAdaptation
+from .batched import BatchedPipe
 from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask
 
 ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[DocGenerations]]]
@@ -66,7 +65,7 @@ def make_fsner(
     return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation)
 
 
-class FewShotNER(Pipe):
+class FewShotNER(BatchedPipe):
     """Sets `doc.ents` (non-overlapping) and `doc.spans[spans_key]` (every candidate, scores in `.attrs`).
 
     What could not be placed is counted per doc in `doc.user_data["fsner"]` and in total in `self.stats`, and
@@ -134,18 +133,6 @@ class FewShotNER(Pipe):
         if labels is not None:
             self.task.set_labels(labels, label_definitions)
         self.adaptation(self, support)
-
-    def __call__(self, doc: Doc) -> Doc:
-        return self._process([doc])[0]
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
-        """The fast path: every prompt of `batch_size` docs is generated together."""
-        error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=batch_size):
-            try:
-                yield from self._process(docs)
-            except Exception as error:
-                error_handler(self.name, self, docs, error)
 
     def _process(self, docs: list[Doc]) -> list[Doc]:
         prompts = list(self.task.generate_prompts(docs))

@@ -320,16 +320,19 @@ class EL4NER(BatchedPipe):
         return header + shots + f"### Input:\n{chunk.text}\n\n### Types:\n"
 
     def _validation_prefix(self, chunk: _Chunk, ids: Sequence[int]) -> str:
-        lines = []
+        """Each demonstration once, with a right and a wrong type for each of its entities, then the input."""
+        shots = []
         for e in self._examples(ids):
+            answers = ""
             for label, text in e.mentions:
                 if label not in self._labels:
                     continue
                 wrong = self._labels[(self._labels.index(label) + 1) % len(self._labels)]
-                answers = f"{text} is {label}? Yes\n" + (f"{text} is {wrong}? No\n" if wrong != label else "")
-                lines.append(f"### Input:\n{e.text}\n\n### Answers:\n{answers}\n")
+                answers += f"{text} is {label}? Yes\n" + (f"{text} is {wrong}? No\n" if wrong != label else "")
+            if answers:
+                shots.append(f"### Input:\n{e.text}\n\n### Answers:\n{answers}\n")
         header = "### Instruction:\nAnswer Yes if the entity is of the type named in the input, else No.\n"
-        return header + self._definitions_text() + "\n" + "".join(lines) + f"### Input:\n{chunk.text}\n\n### Answers:\n"
+        return header + self._definitions_text() + "\n" + "".join(shots) + f"### Input:\n{chunk.text}\n\n### Answers:\n"
 
     def _annotate(self, docs: list[Doc], chunks: list[_Chunk], candidates: list[list[Candidate]]) -> None:
         found: list[list[tuple[Span, Candidate]]] = [[] for _ in docs]

@@ -226,6 +226,19 @@ def test_demonstrations_setting_and_switching_back_to_in_context(tiny_model_dir)
     assert "Mary flew to Madrid" in pipe.task.prompt_prefix("LOC")
 
 
+def test_fine_tuning_a_retrieving_pipeline_retrieves_from_the_support_set(tiny_model_dir):
+    nlp = spacy.blank("en")
+    config = fsner_config(tiny_model_dir)
+    config["adaptation"] = {**FINE_TUNE, "steps": 1}
+    config["retriever"] = {"@misc": "spacy_fsner.RandomRetriever.v1", "k": 1}
+    nlp.add_pipe("fsner", config=config)
+    pipe = nlp.get_pipe("fsner")
+    pipe.adapt(_episode_b(nlp), labels=LABELS)
+    assert [e.text for e in pipe.task.retriever.pool] == [d.text for d in _episode_b(nlp)]
+    (prompts,) = pipe.task.generate_prompts(_queries(nlp)[:1])
+    assert sum(d.text in prompts.texts()[0] for d in _episode_b(nlp)) == 1
+
+
 def test_fine_tuning_needs_a_causal_lm():
     nlp = spacy.blank("en")
     model = {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": {}}

@@ -7,7 +7,8 @@ then calls the strategy with the component and the support docs.
   for a few steps, then the query docs are predicted with it. It starts from the pipeline's own adapter when it
   has one (a pipeline trained on the source domain is fine-tuned further per episode), else from a new LoRA on the
   base model. The prompts are the ones the task builds at inference (episode labels, definitions, template,
-  chunking; no demonstrations unless `demonstrations = true`), via `sft_records`.
+  chunking; no demonstrations unless `demonstrations = true` or the component has a retriever, whose pool
+  becomes the support set), via `sft_records`.
 
 No leakage between episodes: the base model is loaded once, the episode's adapter is added to it under the name
 `EPISODE_ADAPTER` (the pipeline's own adapter, `default`, is copied into it, never trained), and the next `adapt`
@@ -89,7 +90,9 @@ class FineTuneAdaptation:
             )
         lm.restore_model()  # the previous episode's adapter goes: every episode starts from the original weights
         support = list(support)
-        component.task.set_demonstrations(support if self.demonstrations else [])
+        # a pipeline that retrieves its demonstrations (IF-WRANER) retrieves them from the support set
+        retrieves = component.task.retriever is not None
+        component.task.set_demonstrations(support if self.demonstrations or retrieves else [])
         tokenizer = copy.deepcopy(lm.generator.tokenizer)  # TRL sets a pad token on the tokenizer it trains with
         records = sft_records(support, component.task, tokenizer, absent_labels=self.absent_labels, seed=self.seed)
         if not records:

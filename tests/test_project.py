@@ -112,7 +112,7 @@ def test_smoke_train_workflow(tmp_path):
 def test_smoke_retrieval_workflow(tmp_path):
     """IF-WRANER (in context with word-level retrieval, fine-tuned with retrieved demonstrations) and the EL4NER
     ensemble, end to end on the tiny model (both members)."""
-    budget = {"base_model": "models/tiny", "second_model": "models/tiny", "sft_steps": 2, "train_batch": 2}
+    budget = {"base_model": "models/tiny", "second_model": "models/tiny", "sft_steps": 2, "ifwraner_batch": 2}
     run_workflow(tmp_path, "smoke-retrieval", {**budget, "episodes": 1})
     rows = [r for r in (tmp_path / "metrics" / "compare_ifwraner.md").read_text().splitlines() if r.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[2:]] == [

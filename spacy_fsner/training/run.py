@@ -29,6 +29,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import load_model_from_config, registry
 
 from ..models.loading import load_base_model, load_tokenizer, model_location
+from ..retrieval.retrievers import Retriever
 from .settings import LoraSettings
 
 STAGES = ("sft", "dpo")
@@ -167,6 +168,10 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     component = nlp.get_pipe("fsner")
     docs = restrict_labels(docs, component.labels)
     model = _trainable_model(component.model, settings.lora)
+    # the component generates (error feedback) and embeds (retrieval) with the model being trained: no second copy
+    component.model.attach_model(model)
+    if component.task.retriever is not None:  # IF-WRANER: each prompt shows retrieved training sentences, never its own
+        component.task.set_demonstrations(docs)
     tokenizer = load_tokenizer(model_location(component.model.name), component.model.trust_remote_code)
     trainer, examples = (_sft_trainer if settings.stage == "sft" else _dpo_trainer)(
         settings, docs, nlp, model, tokenizer, output / "checkpoints"
@@ -179,7 +184,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     shutil.rmtree(adapter, ignore_errors=True)
     trainer.model.save_pretrained(adapter, selected_adapters=["default"])  # not DPO's frozen `ref` copy
     history = trainer.state.log_history
-    pipeline = _save_pipeline(config, labels, adapter, trainer.model, output / "pipeline", docs)
+    pipeline = _save_pipeline(config, labels, adapter, trainer.model, output / "pipeline", component.task.retriever)
     metrics = {
         "settings": {
             "config": str(config_path),
@@ -223,8 +228,6 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
 
     task = nlp.get_pipe("fsner").task
-    if task.retriever is not None:  # IF-WRANER: each prompt shows retrieved training sentences (never its own)
-        task.set_demonstrations(docs)
     records = sft_records(
         docs, task, tokenizer, absent_labels=settings.absent_labels, seed=settings.seed, max_length=settings.max_length
     )
@@ -252,7 +255,6 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     counts = {"boundary_pairs": len(pairs), "error_pairs": 0}
     if "error" in settings.dpo.pairs:
         gold = docs[: settings.dpo.feedback_docs or None]
-        nlp.get_pipe("fsner").model.attach_model(model)  # predicts with the adapter being continued: no second copy
         model.eval()  # no LoRA dropout while predicting; the trainer switches back to train mode
         predicted = [example.predicted for example in predict(nlp, gold, batch_size=nlp.batch_size)]
         errors = error_feedback_pairs(gold, predicted, task)
@@ -297,17 +299,19 @@ def _last_checkpoint(directory: Path) -> str | None:
     return get_last_checkpoint(str(directory)) if directory.is_dir() else None
 
 
-def _save_pipeline(config: Config, labels: list[str], adapter: Path, model, output: Path, docs) -> Path:
+def _save_pipeline(
+    config: Config, labels: list[str], adapter: Path, model, output: Path, retriever: Retriever | None
+) -> Path:
     """The trained pipeline: the adapter inside it (saved from `model`, the trained one, not loaded again), the base
-    model referred to by its name (as configured); with a retriever, the training docs as its pool (an episode's
-    `adapt` or `nlp.initialize` replaces it)."""
+    model referred to by its name (as configured); with a retriever, the training run's index (the training docs)
+    as its pool, copied rather than computed again (an episode's `adapt` or `nlp.initialize` replaces it)."""
     config = Config(config)
     config["paths"]["adapter"] = str(adapter)
     nlp = build_pipeline(config, labels)
     component = nlp.get_pipe("fsner")
     component.model.attach_model(model.eval())
-    if component.task.retriever is not None:
-        component.task.set_demonstrations(docs)
+    if retriever is not None:
+        component.task.retriever.from_bytes(retriever.to_bytes())
     shutil.rmtree(output, ignore_errors=True)
     nlp.config["paths"]["adapter"] = None
     nlp.to_disk(output)

@@ -41,7 +41,7 @@ from ..decoding.generator import GenerationRequest
 from ..pipeline.batched import BatchedPipe
 from ..pipeline.chunking import chunk_doc, token_boundaries
 from ..pipeline.resolve import resolve_entities
-from ..pipeline.task import validate_labels
+from ..pipeline.task import labels_setting, validate_labels
 from ..prompts.templates import PromptContext, PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import PoolExample, RandomRetriever, Retriever
@@ -112,12 +112,10 @@ def make_el4ner(
     spans_key: str,
     seed: int,
 ) -> EL4NER:
-    if isinstance(labels, str):
-        labels = [label.strip() for label in labels.split(",") if label.strip()]
     return EL4NER(
         nlp.vocab,
         name=name,
-        labels=labels,
+        labels=labels_setting(labels),
         label_definitions=label_definitions,
         members=members,
         template=template,

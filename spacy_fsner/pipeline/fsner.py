@@ -20,7 +20,7 @@ from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import Retriever
 from ..training.adaptation import Adaptation, InContextAdaptation
 from .batched import BatchedPipe
-from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask
+from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask, labels_setting
 
 ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[DocGenerations]]]
 
@@ -59,8 +59,7 @@ def make_fsner(
 ) -> FewShotNER:
     if model is None:
         raise ValueError(f"The fsner component needs a `model`, e.g. model={_MODEL_HINT}.")
-    if isinstance(labels, str):  # "PER,ORG,LOC", as spacy-llm's tasks take them (handy on a command line)
-        labels = [label.strip() for label in labels.split(",") if label.strip()]
+    labels = labels_setting(labels)
     task = FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever)
     return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation)
 

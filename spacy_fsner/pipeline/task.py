@@ -58,6 +58,14 @@ class DocGenerations:
         return "\n".join(self.texts())
 
 
+def labels_setting(labels: Sequence[str] | str) -> list[str]:
+    """A component's `labels` setting as a list: "PER,ORG,LOC", as spacy-llm's tasks take them (handy on a command
+    line), is split on commas."""
+    if isinstance(labels, str):
+        return [label.strip() for label in labels.split(",") if label.strip()]
+    return list(labels)
+
+
 def validate_labels(labels: Sequence[str], label_definitions: dict[str, str]) -> None:
     """Labels present, unique, non-blank; definitions only for known labels."""
     if isinstance(labels, str):

@@ -179,10 +179,15 @@ def _segment_max(similarities: np.ndarray, starts: np.ndarray, lengths: np.ndarr
     return out
 
 
+def _segments(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths and start offsets of consecutive segments of these sizes in one flat array."""
+    lengths = np.array(sizes, dtype=np.int64)
+    return lengths, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
 def _concat(rows: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of many examples in one matrix, with each example's start and length."""
-    lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    lengths, starts = _segments([len(r) for r in rows])
     matrix = np.concatenate(rows) if rows and lengths.sum() else np.zeros((0, dim), np.float32)
     return matrix.astype(np.float32), starts, lengths
 
@@ -238,8 +243,7 @@ class SpanRetriever(Retriever):
         spans = [e.spans for e in pool]
         flat = [s for texts in spans for s in texts]
         vectors = self.embeddings.phrases(flat)
-        lengths = np.array([len(texts) for texts in spans], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        lengths, starts = _segments([len(texts) for texts in spans])
         return {
             "spans": vectors,
             "starts": starts,

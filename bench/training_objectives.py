@@ -90,11 +90,6 @@ def main() -> None:
         config, extra = VARIANTS[variant]
         for seed in args.seeds:
             out = args.output / f"{variant}-seed{seed}"
-            if (out / "result.json").exists():  # a run of an interrupted comparison: kept, not repeated
-                run = json.loads((out / "result.json").read_text())
-                rows.setdefault(variant, []).append(run)
-                print(json.dumps(run), flush=True)
-                continue
             base = {
                 **labels,
                 "components.fsner.model.max_new_tokens": args.max_new_tokens,
@@ -104,21 +99,24 @@ def main() -> None:
                 "train.seed": seed,
                 "train.save_steps": 10**6,
             }
-            overrides = {**base, "train.max_steps": args.steps, **extra}
-            if args.learning_rate is not None:
-                overrides["train.learning_rate"] = args.learning_rate
-            start = time.perf_counter()
-            run_training(REPO / "configs" / config, out / "sft", overrides)
-            history = json.loads((out / "sft" / "metrics.json").read_text())["log_history"]
-            runtime = next(e["train_runtime"] for e in history if "train_runtime" in e)
-            run = {
-                "variant": variant,
-                "seed": seed,
-                "seconds_per_step": runtime / args.steps,
-                "wall_seconds": time.perf_counter() - start,
-                **score(out / "sft" / "pipeline", test, args.test_sentences),
-            }
-            if args.dpo_steps and variant in args.dpo_variants:
+            if (out / "result.json").exists():  # a run of an interrupted comparison: kept, not repeated
+                run = json.loads((out / "result.json").read_text())
+            else:
+                overrides = {**base, "train.max_steps": args.steps, **extra}
+                if args.learning_rate is not None:
+                    overrides["train.learning_rate"] = args.learning_rate
+                start = time.perf_counter()
+                run_training(REPO / "configs" / config, out / "sft", overrides)
+                history = json.loads((out / "sft" / "metrics.json").read_text())["log_history"]
+                runtime = next(e["train_runtime"] for e in history if "train_runtime" in e)
+                run = {
+                    "variant": variant,
+                    "seed": seed,
+                    "seconds_per_step": runtime / args.steps,
+                    "wall_seconds": time.perf_counter() - start,
+                    **score(out / "sft" / "pipeline", test, args.test_sentences),
+                }
+            if args.dpo_steps and variant in args.dpo_variants and "dpo_f" not in run:  # also after a kept SFT run
                 dpo = {
                     **base,
                     "train.max_steps": args.dpo_steps,
@@ -131,6 +129,7 @@ def main() -> None:
                 run_training(REPO / "configs" / "obp_dpo.cfg", out / "dpo", dpo)
                 after = score(out / "dpo" / "pipeline", test, args.test_sentences)
                 run |= {"dpo_f": after["f"], "dpo_boundary_error_rate": after["boundary_error_rate"]}
+                run |= {"dpo_steps": args.dpo_steps, "dpo_learning_rate": args.dpo_learning_rate}
             (out / "result.json").write_text(json.dumps(run, indent=2) + "\n")
             rows.setdefault(variant, []).append(run)
             print(json.dumps(run), flush=True)

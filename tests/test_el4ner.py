@@ -203,8 +203,16 @@ def test_option_scores_equal_the_log_probability_of_the_full_sequence(tiny_model
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     prefix = "### Input:\nMerkel visited Paris .\n\n### Types:\n"
-    questions = [("Merkel:", [" PER", " LOC", " ORG-company"]), ("Paris is LOC?", [" Yes", " No"])]
-    scores = score_options(model, tokenizer, prefix, questions, max_rows=2)  # rows split over forward passes
+    questions = [
+        ("Merkel:", [" PER", " LOC", " ORG-company"]),
+        ("Paris is LOC?", [" Yes", " No"]),
+        ("Paris:", [" LOC-city-capital"]),
+    ]
+    # max_rows 2: every question alone (the first has more options than that); 4: the last two together
+    scores = score_options(model, tokenizer, prefix, questions, max_rows=2)
+    grouped = score_options(model, tokenizer, prefix, questions, max_rows=4)
+    assert [len(row) for row in grouped] == [3, 2, 1]
+    assert sum(grouped, []) == pytest.approx(sum(scores, []), abs=1e-4)
     for (question, options), row in zip(questions, scores, strict=True):
         for option, score in zip(options, row, strict=True):
             prefix_ids, question_ids = encode_prompt(tokenizer, prefix, question)

@@ -2,10 +2,10 @@
 
 EL4NER's type classification and self-validation ask a model to choose among known strings (the entity types;
 "Yes"/"No"). Every question about one sentence shares a prefix (instruction, demonstrations, the sentence), which
-is computed once; all (question, option) rows then run in one forward pass on top of its KV cache, with the LM head
-applied only where an option token is predicted (a 262k-entry vocabulary makes full logits costly). Ids come from
-`encode_prompt` (prefix, then the question as a part of its own) and the option encoded on its own, as the
-generator would write it.
+is computed once; then all questions in one forward pass on top of its KV cache (the LM head on their last token
+only: a 262k-entry vocabulary makes full logits costly), then the options' further tokens on the questions' caches.
+Ids come from `encode_prompt` (prefix, then the question as a part of its own) and the option encoded on its own,
+as the generator would write it.
 """
 
 from __future__ import annotations
@@ -24,61 +24,94 @@ def score_options(
 ) -> list[list[float]]:
     """For each (question, options): the summed log-probability of each option's tokens after prefix + question.
 
-    `question` must be non-empty (its last token predicts the option's first). Rows run `max_rows` at a time.
+    `question` must be non-empty (its last token predicts the option's first). Questions run together while their
+    options number at most `max_rows` (a question with more runs alone).
     """
     if any(not question for question, _ in questions):
         raise ValueError("score_options: every question must be non-empty text (it predicts the option).")
     prefix_ids, *_ = encode_prompt(tokenizer, prefix)
     cache = DynamicCache()
     model(input_ids=torch.tensor([prefix_ids], device=model.device), past_key_values=cache, logits_to_keep=1)
-    rows: list[tuple[list[int], list[int]]] = []  # (question ids, option ids)
-    shape: list[int] = []
+    encoded: list[tuple[list[int], list[list[int]]]] = []
     for question, options in questions:
         (question_ids,) = encode_prompt(tokenizer, "", question)[1:]
-        for option in options:
-            option_ids = tokenizer(option, add_special_tokens=False)["input_ids"]
-            if not option_ids:
+        option_ids = [tokenizer(option, add_special_tokens=False)["input_ids"] for option in options]
+        for option, ids in zip(options, option_ids, strict=True):
+            if not ids:
                 raise ValueError(f"score_options: the option {option!r} encodes to no token.")
-            rows.append((question_ids, option_ids))
-        shape.append(len(options))
-    scores: list[float] = []
-    for start in range(0, len(rows), max_rows):
-        scores += _score_rows(model, cache, len(prefix_ids), rows[start : start + max_rows], tokenizer)
-    out, i = [], 0
-    for n in shape:
-        out.append(scores[i : i + n])
-        i += n
+        encoded.append((question_ids, option_ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[list[float]] = []
+    batch: list[tuple[list[int], list[list[int]]]] = []
+    for item in encoded:
+        if batch and sum(len(options) for _, options in batch) + len(item[1]) > max_rows:
+            out += _score_questions(model, cache, len(prefix_ids), batch, pad)
+            batch = []
+        batch.append(item)
+    if batch:
+        out += _score_questions(model, cache, len(prefix_ids), batch, pad)
     return out
 
 
-def _score_rows(model, cache: DynamicCache, prefix_length: int, rows, tokenizer) -> list[float]:
-    """One forward pass on top of the prefix: each row is its question left-padded to the longest question, then its
-    option right-padded, so every option starts in the same column and only those columns' logits are computed."""
-    n = len(rows)
-    question_width = max(len(q) for q, _ in rows)
-    option_width = max(len(o) for _, o in rows)
-    width = question_width + option_width
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros((n, prefix_length + width), dtype=torch.long)
-    mask[:, :prefix_length] = 1
-    for r, (question, option) in enumerate(rows):
-        input_ids[r, question_width - len(question) : question_width] = torch.tensor(question)
-        input_ids[r, question_width : question_width + len(option)] = torch.tensor(option)
-        mask[r, prefix_length + question_width - len(question) : prefix_length + question_width + len(option)] = 1
-    positions = (prefix_length - 1 + mask[:, prefix_length:].cumsum(-1)).clamp(min=prefix_length)
-    layers = [(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1)) for layer in cache.layers]
+def _score_questions(model, cache: DynamicCache, prefix_length: int, batch, pad: int) -> list[list[float]]:
+    """Two forward passes on top of the prefix. First every question, left-padded so that all end in the last
+    column, whose logits score each option's first token; then, on each question's KV cache, every option of more
+    than one token (its tokens but the last, right-padded), whose logits score the option's other tokens. A question
+    is thus computed once for all its options."""
     device = model.device
-    keep = torch.arange(question_width - 1, width - 1, device=device)  # the columns that predict option tokens
+    questions = [q for q, _ in batch]
+    width = max(len(q) for q in questions)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), prefix_length + width), dtype=torch.long)
+    mask[:, :prefix_length] = 1
+    for r, q in enumerate(questions):
+        ids[r, width - len(q) :] = torch.tensor(q)
+        mask[r, prefix_length + width - len(q) :] = 1
+    positions = (prefix_length - 1 + mask[:, prefix_length:].cumsum(-1)).clamp(min=prefix_length)
+    layers = [
+        (layer.keys.expand(len(batch), -1, -1, -1), layer.values.expand(len(batch), -1, -1, -1))
+        for layer in cache.layers
+    ]
+    question_cache = DynamicCache(ddp_cache_data=layers)
+    first = (
+        model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=question_cache,
+            logits_to_keep=1,
+        )
+        .logits[:, -1]
+        .float()
+    )
+    first = torch.log_softmax(first, dim=-1)
+    scores = [[float(first[r, option[0]]) for option in options] for r, (_, options) in enumerate(batch)]
+    rows = [
+        (r, j, option) for r, (_, options) in enumerate(batch) for j, option in enumerate(options) if len(option) > 1
+    ]
+    if not rows:
+        return scores
+    option_width = max(len(option) for *_, option in rows) - 1
+    source = torch.tensor([r for r, *_ in rows], device=device)
+    ids = torch.full((len(rows), option_width), pad, dtype=torch.long)
+    own = torch.zeros((len(rows), option_width), dtype=torch.long)
+    for i, (*_, option) in enumerate(rows):
+        ids[i, : len(option) - 1] = torch.tensor(option[:-1])
+        own[i, : len(option) - 1] = 1
+    mask = torch.cat([mask.index_select(0, source.cpu()), own], dim=1)
+    starts = torch.tensor([prefix_length + len(questions[r]) for r, *_ in rows])
+    positions = starts[:, None] + torch.arange(option_width)[None]
+    layers = [
+        (layer.keys.index_select(0, source), layer.values.index_select(0, source)) for layer in question_cache.layers
+    ]
     logits = model(
-        input_ids=input_ids.to(device),
+        input_ids=ids.to(device),
         attention_mask=mask.to(device),
         position_ids=positions.to(device),
         past_key_values=DynamicCache(ddp_cache_data=layers),
-        logits_to_keep=keep,
     ).logits.float()
     logprobs = torch.log_softmax(logits, dim=-1)
-    return [
-        float(logprobs[r, torch.arange(len(option)), torch.tensor(option, device=logprobs.device)].sum())
-        for r, (_, option) in enumerate(rows)
-    ]
+    for i, (r, j, option) in enumerate(rows):
+        targets = torch.tensor(option[1:], device=device)
+        scores[r][j] += float(logprobs[i, torch.arange(len(option) - 1, device=device), targets].sum())
+    return scores

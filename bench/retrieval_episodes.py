@@ -93,7 +93,8 @@ def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=Path, required=True, help="Few-NERD episode JSONL (sample-episodes)")
-    parser.add_argument("--limit", type=int, default=10, help="the first N episodes")
+    parser.add_argument("--limit", type=int, default=10, help="N episodes")
+    parser.add_argument("--start", type=int, default=0, help="skip the first episodes (to extend an earlier run)")
     parser.add_argument("--runs", nargs="+", default=["random-3", "sentence-3", "word-3"])
     parser.add_argument("--k", type=int, default=3, help="EL4NER: demonstrations per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -103,7 +104,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
-    episodes = list(islice(read_episodes(args.episodes, spacy.blank("en").vocab), args.limit))
+    episodes = list(islice(read_episodes(args.episodes, spacy.blank("en").vocab), args.start, args.start + args.limit))
     rows = []
     for run in args.runs:
         path = args.output / f"{run}.json"
@@ -115,11 +116,20 @@ def main() -> None:
         results = evaluate_episodes(nlp, episodes, progress=False)
         seconds = (time.perf_counter() - start) / len(episodes)
         few = results["fewnerd_episodes"]
-        row = {"run": run, "episodes": len(episodes), "f": few.f, "p": few.p, "r": few.r, "s_per_episode": seconds}
+        row = {
+            "run": run,
+            "start": args.start,
+            "episodes": len(episodes),
+            "f": few.f,
+            "p": few.p,
+            "r": few.r,
+            **{key: getattr(few.micro, key) for key in ("tp", "fp", "fn")},
+            "s_per_episode": seconds,
+        }
         path.write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{args.episodes.name}, first {len(episodes)} episodes, Few-NERD protocol\n")
+    print(f"\n{args.episodes.name}, episodes {args.start}-{args.start + len(episodes) - 1}, Few-NERD protocol\n")
     print("| run | P | R | F1 | s/episode |\n|---|---:|---:|---:|---:|")
     for r in rows:
         scores = " | ".join(f"{100 * r[key]:.2f}" for key in ("p", "r", "f"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -154,18 +154,34 @@ def _merge_lone_roots(
     groups: dict[tuple[int, ...], dict[GenerationRequest, _Leaf]],
 ) -> dict[tuple[int, ...], dict[GenerationRequest, _Leaf]]:
     """A root prefix that serves a single input (demonstrations retrieved for that sentence) saves nothing by being
-    cached on its own, and run alone it decodes only that input's few rows at a time. Its leaves join the root-less
-    group with the root's ids moved into their middle (the same ids at the same positions), so that all such inputs
-    are prefilled in token-budget batches and decoded together."""
+    cached on its own, and run alone it decodes only that input's few rows at a time. All such roots are cut after
+    the ids they all begin with (the instruction header, computed once as the new root) and their leaves join that
+    group with the rest of their root moved into their middle (the same ids at the same positions), so that all
+    such inputs are prefilled in token-budget batches and decoded together."""
+    lone = {root for root, leaves in groups.items() if root and len({leaf.middle for leaf in leaves.values()}) == 1}
+    shared = _common_prefix(lone) if len(lone) > 1 else ()
     out: dict[tuple[int, ...], dict[GenerationRequest, _Leaf]] = {}
     for root, leaves in groups.items():
-        if root and len({leaf.middle for leaf in leaves.values()}) == 1:
-            merged = out.setdefault((), {})
+        if root in lone:
+            merged = out.setdefault(shared, {})
             for request, leaf in leaves.items():
-                merged[request] = _Leaf(request, root + leaf.middle, leaf.tail, leaf.indices)
+                merged[request] = _Leaf(request, root[len(shared) :] + leaf.middle, leaf.tail, leaf.indices)
         else:
             out.setdefault(root, {}).update(leaves)
     return out
+
+
+def _common_prefix(sequences: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+    """The longest sequence that every one of `sequences` starts with."""
+    first, *rest = sequences
+    length = len(first)
+    for sequence in rest:
+        length = min(length, len(sequence))
+        for i in range(length):
+            if sequence[i] != first[i]:
+                length = i
+                break
+    return first[:length]
 
 
 class ConstrainedGenerator:

@@ -123,8 +123,11 @@ def test_existing_ents_are_kept_or_overwritten(overwrite, expected):
 def test_unplaceable_strings_are_counted_not_dropped_silently():
     text = "Ann met Bob"
     nlp = _scripted({f"PER|{text}": [["Ann", -1.0], ["Carl", -1.0], ["Ann", -1.0]]})
-    with pytest.warns(UserWarning, match="unplaced"):
+    with pytest.warns(UserWarning, match="unplaced") as caught:
         doc = nlp(text)
+    message = str(caught[0].message)
+    assert "'repeated': the model wrote an entity it had already written" in message
+    assert "max_new_tokens" not in message, "no hint about a loss that did not happen"
     report = doc.user_data["fsner"]
     assert [r["text"] for r in report["unplaced"]] == ["Carl"]
     assert [r["text"] for r in report["repeated"]] == ["Ann"]

@@ -64,6 +64,20 @@ def make_fsner(
     return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation)
 
 
+_HINTS = (
+    (
+        ("unfinished", "unterminated"),
+        "'unfinished'/'unterminated': max_new_tokens ran out; raise it in the model config.",
+    ),
+    (("repeated",), "'repeated': the model wrote an entity it had already written; it is kept once."),
+    (
+        ("unplaced",),
+        "'unplaced': a string not in the text (unconstrained decoding), listed in the report, not in doc.ents.",
+    ),
+)
+"""What each kind of loss in the report means, for the warning."""
+
+
 class FewShotNER(BatchedPipe):
     """Sets `doc.ents` (non-overlapping) and `doc.spans[spans_key]` (every candidate, scores in `.attrs`).
 
@@ -151,9 +165,9 @@ class FewShotNER(BatchedPipe):
         self.stats.update(lost)
         self.stats["docs"] += 1
         if lost:
+            hints = " ".join(hint for keys, hint in _HINTS if any(key in lost for key in keys))
             warnings.warn(
-                f"fsner: {lost} in a doc starting {doc.text[:40]!r}; see doc.user_data['{REPORT_KEY}']. "
-                "'unfinished'/'unterminated' mean max_new_tokens ran out: raise it in the model config.",
+                f"fsner: {lost} in a doc starting {doc.text[:40]!r}; see doc.user_data['{REPORT_KEY}']. {hints}",
                 stacklevel=3,
             )
 

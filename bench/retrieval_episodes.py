@@ -7,8 +7,8 @@ resumes):
 - `all-K`: the fixed demonstrations of the pipeline without a retriever (the whole support set in every prompt);
 - `random-K`, `sentence-K`, `word-K`: K retrieved demonstrations per sentence (SmolLM2, shared-input template);
   `sentence@minilm-K`, `word@minilm-K`: the same with all-MiniLM-L6-v2 embeddings instead of SmolLM2's own;
-- `el4ner`, `el4ner-<member>` (one member alone), `el4ner-no-<stage>` (one stage off): the EL4NER component with
-  SmolLM2 and Gemma-3-270M as members.
+- `el4ner`, `el4ner-<member>` (one member alone), `el4ner-no-<stage>` (one stage off), `el4ner-reject<share>`
+  (`reject_share`, e.g. `el4ner-reject1.0`): the EL4NER component with SmolLM2 and Gemma-3-270M as members.
 
     python bench/retrieval_episodes.py --episodes ../ep/dev_5_5.jsonl --limit 10 --runs random-1 sentence-1 word-1
 """
@@ -54,7 +54,9 @@ def fsner_pipeline(
     return nlp
 
 
-def el4ner_pipeline(members: list[str], stages: dict[str, bool], k: int, max_new_tokens: int) -> spacy.Language:
+def el4ner_pipeline(
+    members: list[str], stages: dict[str, bool], k: int, max_new_tokens: int, reject_share: float = 0.5
+) -> spacy.Language:
     nlp = spacy.blank("en")
     nlp.add_pipe(
         "el4ner",
@@ -66,6 +68,7 @@ def el4ner_pipeline(members: list[str], stages: dict[str, bool], k: int, max_new
             },
             "retriever": {"@misc": "spacy_fsner.SpanRetriever.v1", "k": k},
             "stages": stages,
+            "reject_share": reject_share,
         },
     )
     return nlp
@@ -74,16 +77,18 @@ def el4ner_pipeline(members: list[str], stages: dict[str, bool], k: int, max_new
 def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
     if run.startswith("el4ner"):
         rest = run.removeprefix("el4ner").removeprefix("-")
-        members, stages = list(MEMBERS), {}
+        members, stages, reject_share = list(MEMBERS), {}, 0.5
         if rest in MEMBERS:
             members = [rest]
         elif rest.startswith("no-"):
             stages = {rest.removeprefix("no-").replace("-", "_"): False}
             if next(iter(stages)) not in STAGES:
                 raise ValueError(f"unknown stage in {run!r}: the stages are {list(STAGES)}")
+        elif rest.startswith("reject"):
+            reject_share = float(rest.removeprefix("reject"))
         elif rest:
             raise ValueError(f"unknown run {run!r}")
-        return el4ner_pipeline(members, stages, k, max_new_tokens)
+        return el4ner_pipeline(members, stages, k, max_new_tokens, reject_share)
     name, _, shots = run.rpartition("-")
     name, _, embeddings = name.partition("@")
     retriever = None if name == "all" else name

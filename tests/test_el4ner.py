@@ -70,13 +70,14 @@ def member(spans, types, reject=None, confidence=0.0) -> dict:
     }
 
 
-def pipeline(members: dict, stages: dict | None = None, retriever: dict | None = None):
+def pipeline(members: dict, stages: dict | None = None, retriever: dict | None = None, **settings):
     nlp = spacy.blank("en")
     config = {
         "labels": LABELS,
         "members": members,
         "stages": stages or {},
         "retriever": retriever or {"@misc": "spacy_fsner.SpanRetriever.v1", "k": 1},
+        **settings,
     }
     component = nlp.add_pipe("el4ner", config=config)
     component.retriever.bind(lambda spec: ToyEmbeddings())
@@ -124,8 +125,15 @@ def test_validation_drops_what_half_the_members_reject_and_keeps_it_in_spans():
     assert ents(result) == [("Merkel", "PER")]
     group = result.spans["el4ner"]
     assert [s.text for s in group] == ["Merkel", "Paris"] and group.attrs["validated"] == [True, False]
+    assert group.attrs["rejections"] == [0.0, 0.5]
     nlp, _ = pipeline({"r": rejecting, "a": agreeing}, stages={"validation": False})
     assert ents(nlp(SENTENCE)) == [("Merkel", "PER"), ("Paris", "LOC")]
+    nlp, _ = pipeline({"r": rejecting, "a": agreeing}, reject_share=1.0)  # only what every member rejects
+    assert ents(nlp(SENTENCE)) == [("Merkel", "PER"), ("Paris", "LOC")]
+    nlp, _ = pipeline({"r": rejecting}, reject_share=1.0)
+    assert ents(nlp(SENTENCE)) == [("Merkel", "PER")]
+    with pytest.raises(ValueError, match="reject_share"):
+        pipeline({"r": rejecting}, reject_share=0.0)
 
 
 def test_pre_extraction_feeds_span_retrieval():

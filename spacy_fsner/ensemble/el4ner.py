@@ -12,13 +12,14 @@ The `el4ner` component (`nlp.add_pipe("el4ner", config={"members": {...}, "label
    after the span); each member votes for its best type and the most votes win, ties going to the highest summed
    log-probability (`stages.vote`; off: the first member's choice).
 5. **self-validation** (`stages.validation`): every member scores "Yes" against "No" for "is this span of this
-   type?"; a span that at least half the members reject is dropped (kept in `doc.spans` with `validated` false).
+   type?"; a span that at least `reject_share` of the members reject (half, by default) is dropped (kept in
+   `doc.spans` with `validated` false).
 
 Every stage is switchable for ablations. Extraction uses the constrained decoder (spans are copied from the input on
 token boundaries) and the `template`; classification and validation score fixed options (`decoding.scoring`).
 The pool (retrieval index) is built by `initialize` or `adapt` (an episode's support set) and saved with the
 pipeline. `doc.ents` gets the non-overlapping winners (by vote share, then length); `doc.spans[spans_key]` every
-typed span with its `votes` and `validated` flag in `.attrs`.
+typed span with its `votes`, `rejections` (share of members that answered No) and `validated` flag in `.attrs`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class Candidate:
     """Share of the voting members that chose `label`."""
     score: float = 0.0
     """Summed log-probability of `label` over the members that voted for it."""
+    rejections: float = 0.0
+    """Share of the validating members that answered "No"."""
     validated: bool = True
 
 
@@ -95,6 +98,7 @@ class _Chunk:
         "overwrite_ents": False,
         "spans_key": "el4ner",
         "seed": 0,
+        "reject_share": 0.5,
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -111,6 +115,7 @@ def make_el4ner(
     overwrite_ents: bool,
     spans_key: str,
     seed: int,
+    reject_share: float,
 ) -> EL4NER:
     return EL4NER(
         nlp.vocab,
@@ -125,6 +130,7 @@ def make_el4ner(
         overwrite_ents=overwrite_ents,
         spans_key=spans_key,
         seed=seed,
+        reject_share=reject_share,
     )
 
 
@@ -144,12 +150,19 @@ class EL4NER(BatchedPipe):
         overwrite_ents: bool = False,
         spans_key: str = "el4ner",
         seed: int = 0,
+        reject_share: float = 0.5,
     ) -> None:
         if not members:
             raise ValueError(
                 "EL4NER needs at least one member: members = {'smollm2': {'@llm_models': 'spacy_fsner.CausalLM.v1', "
                 "'name': 'smollm2-135m-instruct'}, ...}."
             )
+        if not 0.0 < reject_share <= 1.0:
+            raise ValueError(
+                f"reject_share is the share of members whose 'No' drops a span, in (0, 1]; got {reject_share} "
+                "(0.5: at least half, the default; 1.0: all of them)."
+            )
+        self.reject_share = reject_share
         unknown = sorted(set(stages or {}) - set(STAGES))
         if unknown:
             raise ValueError(f"Unknown EL4NER stages {unknown}: the stages are {list(STAGES)}.")
@@ -279,7 +292,8 @@ class EL4NER(BatchedPipe):
     def validate(
         self, chunks: list[_Chunk], demos: list[list[int]], candidates: list[list[Candidate]], members: list[Member]
     ) -> None:
-        """A span that at least half the members answer "No" about (is it of its type?) is marked not validated."""
+        """A span that at least `reject_share` of the members answer "No" about (is it of its type?) is marked not
+        validated."""
         for chunk, ids, spans in zip(chunks, demos, candidates, strict=True):
             if not spans:
                 continue
@@ -290,7 +304,8 @@ class EL4NER(BatchedPipe):
                 for i, (yes, no) in enumerate(member.score(prefix, questions)):
                     rejections[i] += no > yes
             for i, candidate in enumerate(spans):
-                candidate.validated = rejections[i] * 2 < len(members)
+                candidate.rejections = rejections[i] / len(members)
+                candidate.validated = candidate.rejections < self.reject_share
 
     def _examples(self, ids: Sequence[int]) -> list[PoolExample]:
         """The retrieved pool sentences in prompt order: the most similar last."""
@@ -340,6 +355,7 @@ class EL4NER(BatchedPipe):
         for doc, pairs in zip(docs, found, strict=True):
             group = SpanGroup(doc, name=self.spans_key, spans=[span for span, _ in pairs])
             group.attrs["votes"] = [c.votes for _, c in pairs]
+            group.attrs["rejections"] = [c.rejections for _, c in pairs]
             group.attrs["validated"] = [c.validated for _, c in pairs]
             doc.spans[self.spans_key] = group
             kept = [(span, c.votes) for span, c in pairs if c.validated]

@@ -43,11 +43,13 @@ def score_options(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[list[float]] = []
     batch: list[tuple[list[int], list[list[int]]]] = []
+    rows = 0  # options in `batch`
     for item in encoded:
-        if batch and sum(len(options) for _, options in batch) + len(item[1]) > max_rows:
+        if batch and rows + len(item[1]) > max_rows:
             out += _score_questions(model, cache, len(prefix_ids), batch, pad)
-            batch = []
+            batch, rows = [], 0
         batch.append(item)
+        rows += len(item[1])
     if batch:
         out += _score_questions(model, cache, len(prefix_ids), batch, pad)
     return out
@@ -92,15 +94,16 @@ def _score_questions(model, cache: DynamicCache, prefix_length: int, batch, pad:
     if not rows:
         return scores
     option_width = max(len(option) for *_, option in rows) - 1
-    source = torch.tensor([r for r, *_ in rows], device=device)
+    source = torch.tensor([r for r, *_ in rows])  # each row's question
     ids = torch.full((len(rows), option_width), pad, dtype=torch.long)
     own = torch.zeros((len(rows), option_width), dtype=torch.long)
     for i, (*_, option) in enumerate(rows):
         ids[i, : len(option) - 1] = torch.tensor(option[:-1])
         own[i, : len(option) - 1] = 1
-    mask = torch.cat([mask.index_select(0, source.cpu()), own], dim=1)
+    mask = torch.cat([mask.index_select(0, source), own], dim=1)
     starts = torch.tensor([prefix_length + len(questions[r]) for r, *_ in rows])
     positions = starts[:, None] + torch.arange(option_width)[None]
+    source = source.to(device)
     layers = [
         (layer.keys.index_select(0, source), layer.values.index_select(0, source)) for layer in question_cache.layers
     ]

@@ -95,6 +95,43 @@ class Run:
         return sum(self.counts[k] for k in keys) / self.sentences
 
 
+@dataclass
+class Roofline:
+    """The fastest a run's forward passes could go on a device: each pass reads every weight once (memory), each
+    real token (prompt or generated; pads excluded) costs 2 FLOPs per weight it meets (compute); the bound is the
+    larger of the two. Attention over the cache is left out, so the bound is lower still than the truth."""
+
+    weight_bytes: int
+    body_flops: int
+    """2 x the parameters every token goes through (not the embedding table, not the LM head)."""
+    head_flops: int
+    """2 x the LM head's parameters: only generated tokens need logits."""
+    peak_flops: float
+    bandwidth: float
+
+    @classmethod
+    def of(cls, model, peak_tflops: float, peak_tbps: float) -> Roofline:
+        params = {id(p): p for p in model.parameters()}.values()
+        weight_bytes = sum(p.numel() * p.element_size() for p in params)
+        embedding = model.get_input_embeddings().weight.numel()
+        head = model.get_output_embeddings().weight.numel()
+        tied = model.get_input_embeddings().weight is model.get_output_embeddings().weight
+        body = sum(p.numel() for p in params) - embedding - (0 if tied else head)
+        return cls(weight_bytes, 2 * body, 2 * head, peak_tflops * 1e12, peak_tbps * 1e12)
+
+    def seconds(self, counts: Counter) -> float:
+        generated = counts["decode_tokens"]
+        flops = self.body_flops * (counts["prompt_tokens"] + generated) + self.head_flops * generated
+        return max(counts["forward_passes"] * self.weight_bytes / self.bandwidth, flops / self.peak_flops)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.weight_bytes / 1e9:.2f} GB of weights read per forward pass at {self.bandwidth / 1e12:.2f} TB/s, "
+            f"{self.body_flops / 2e6:,.0f}M parameters per token (LM head {self.head_flops / 2e6:,.0f}M) "
+            f"at {self.peak_flops / 1e12:.0f} TFLOP/s"
+        )
+
+
 def pick_labels(docs, n: int) -> list[str]:
     """The `n` most frequent entity types of `docs` (ties by name)."""
     frequency = Counter(e.label_ for doc in docs for e in doc.ents)
@@ -168,6 +205,12 @@ def benchmark(
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, ..."),
     threads: int = typer.Option(2, help="CPU threads for torch (0: torch's default)."),
+    peak_tflops: float = typer.Option(
+        0.0,
+        help="The device's peak matrix TFLOP/s in --dtype (H200/H100 bf16: 989 dense); with --peak-tbps, a "
+        "roofline column is printed.",
+    ),
+    peak_tbps: float = typer.Option(0.0, help="The device's memory bandwidth in TB/s (H200: 4.8, H100 SXM: 3.35)."),
 ) -> None:
     """Throughput, tokens per sentence against the lower bound, pad share and peak memory of `nlp.pipe` vs. the
     naive generate loop, for each template and label count."""
@@ -223,6 +266,7 @@ def benchmark(
         generator = pipelines[names[0]].get_pipe("fsner").model.generator
         device_type = generator.model.device.type
         described = describe_model(generator.model, name)
+        roofline = Roofline.of(generator.model, peak_tflops, peak_tbps) if peak_tflops and peak_tbps else None
         table = []
         for template_name in names:
             nlp = pipelines[template_name]
@@ -254,19 +298,26 @@ def benchmark(
         f"{described}, {device_type}, {torch.get_num_threads()} threads, max_new_tokens={max_new_tokens}, "
         f"batch_size={batch_size}, batch_tokens={batch_tokens}\n"
     )
+    extra = " roofline s/sentence | x roofline |" if roofline else ""
     typer.echo(
         "| template | labels | path | sentences/s | s/sentence | tokens/sentence | x bound | pad share | "
-        "peak MiB | entities |"
+        f"peak MiB | entities |{extra}"
     )
-    typer.echo("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    typer.echo("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * bool(roofline))
     for template_name, n, runs, bound, _ in table:
         for path, run in runs.items():
             tokens = run.tokens()
-            typer.echo(
+            line = (
                 f"| {template_name} | {n} | {path} | {1 / run.per_sentence:.2f} | {run.per_sentence:.3f} | "
                 f"{tokens:.1f} | {tokens / bound:.2f} | {run.tokens('pad_tokens') / tokens:.1%} | {run.mib:.0f} | "
                 f"{sum(map(len, run.ents))} |"
             )
+            if roofline:
+                floor = roofline.seconds(run.counts) / run.sentences
+                line += f" {floor:.4f} | {run.per_sentence / floor:.1f} |"
+            typer.echo(line)
+    if roofline:
+        typer.echo(f"\nroofline: {roofline}")
     typer.echo("\n| template | labels | lower bound tokens/sentence | speed-up pipe/naive | same entities |")
     typer.echo("|---|---:|---:|---:|---|")
     for template_name, n, runs, bound, same in table:

@@ -254,3 +254,21 @@ def test_demonstrations_saved_per_label_by_an_earlier_version_still_load(tiny_mo
     }
     pipe.task.from_bytes(srsly.msgpack_dumps(old))
     assert pipe.task.demonstrations == [("Kohl was in Bonn .", {"PER": ["Kohl"], "LOC": ["Bonn"]})]
+
+
+def test_batch_sizes_default_by_device_and_settings_win(monkeypatch):
+    """Left out (null), batch_size and batch_tokens follow the device: small on a CPU, large on a GPU, where a
+    decode step of many rows costs about what one of few does. Set, they are kept as they are."""
+    import torch
+
+    from spacy_fsner.models import causal_lm
+
+    cpu = causal_lm.CausalLM("smollm2-135m-instruct", device="cpu")
+    assert {k: cpu.settings[k] for k in ("batch_size", "batch_tokens")} == causal_lm.BATCH_DEFAULTS["cpu"]
+    monkeypatch.setattr(causal_lm, "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(causal_lm, "resolve_dtype", lambda dtype, device: torch.bfloat16)
+    gpu = causal_lm.CausalLM("smollm2-135m-instruct", device="cuda")
+    assert {k: gpu.settings[k] for k in ("batch_size", "batch_tokens")} == causal_lm.BATCH_DEFAULTS["cuda"]
+    assert gpu.settings["batch_size"] > cpu.settings["batch_size"]
+    chosen = causal_lm.CausalLM("smollm2-135m-instruct", device="cuda", batch_size=7, batch_tokens=99)
+    assert (chosen.settings["batch_size"], chosen.settings["batch_tokens"]) == (7, 99)

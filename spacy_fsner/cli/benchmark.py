@@ -199,8 +199,10 @@ def benchmark(
     model: str = typer.Option(
         "smollm2-135m-instruct", help="Model directory, fetch-model name or hub id; 'tiny': a random 4-layer Llama."
     ),
-    batch_size: int = typer.Option(64, help="Rows decoded together in the fast path."),
-    batch_tokens: int = typer.Option(2048, help="Tokens per prefill forward pass in the fast path."),
+    batch_size: int = typer.Option(0, help="Rows decoded together in the fast path (0: by device, 64 CPU / 512 GPU)."),
+    batch_tokens: int = typer.Option(
+        0, help="Tokens per prefill forward pass in the fast path (0: by device, 2048 CPU / 16384 GPU)."
+    ),
     max_new_tokens: int = typer.Option(32, help="Generation budget per prompt (both paths)."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, ..."),
@@ -247,8 +249,8 @@ def benchmark(
         settings = {
             "@llm_models": "spacy_fsner.CausalLM.v1",
             "name": model,
-            "batch_size": batch_size,
-            "batch_tokens": batch_tokens,
+            "batch_size": batch_size or None,
+            "batch_tokens": batch_tokens or None,
             "max_new_tokens": max_new_tokens,
             "device": device,
             "dtype": dtype,
@@ -296,7 +298,7 @@ def benchmark(
     typer.echo(
         f"\n{len(texts)} sentences of {data} (naive loop: the first {len(naive_texts)}), {shots} demonstrations, "
         f"{described}, {device_type}, {torch.get_num_threads()} threads, max_new_tokens={max_new_tokens}, "
-        f"batch_size={batch_size}, batch_tokens={batch_tokens}\n"
+        f"batch_size={generator.batch_size}, batch_tokens={generator.batch_tokens}\n"
     )
     extra = " roofline s/sentence | x roofline |" if roofline else ""
     typer.echo(

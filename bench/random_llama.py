@@ -25,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tokenizer", type=Path, help="model directory whose tokenizer files are copied")
     parser.add_argument("output", type=Path)
+    parser.add_argument("--same-shape", action="store_true", help="the shape of the tokenizer's model (SmolLM2's)")
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--intermediate", type=int, default=14336)
@@ -36,20 +37,23 @@ def main() -> None:
     args = parser.parse_args()
 
     source = LlamaConfig.from_pretrained(args.tokenizer)
-    config = LlamaConfig(
-        vocab_size=source.vocab_size,
-        hidden_size=args.hidden,
-        intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-        bos_token_id=source.bos_token_id,
-        eos_token_id=source.eos_token_id,
-        pad_token_id=source.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    config = source if args.same_shape else None
+    if config is None:
+        config = LlamaConfig(
+            vocab_size=source.vocab_size,
+            hidden_size=args.hidden,
+            intermediate_size=args.intermediate,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.kv_heads,
+            max_position_embeddings=8192,
+            rope_theta=500000.0,
+            bos_token_id=source.bos_token_id,
+            eos_token_id=source.eos_token_id,
+            pad_token_id=source.pad_token_id,
+            tie_word_embeddings=False,
+        )
+    args.layers, args.hidden = config.num_hidden_layers, config.hidden_size
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     previous = torch.get_default_dtype()

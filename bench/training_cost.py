@@ -67,12 +67,16 @@ def child(variant: str, args: argparse.Namespace) -> dict:
             runtime = next(e["train_runtime"] for e in history if "train_runtime" in e)
             result["seconds_per_step"] = runtime / args.steps
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if torch.cuda.is_available():  # on a GPU the memory that matters is the device's
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
 def median_row(runs: list[dict]) -> dict:
     """One variant's repeats: the median seconds per step, the largest peak memory."""
     row = dict(runs[0], repeats=len(runs), peak_rss_mib=max(r["peak_rss_mib"] for r in runs))
+    if "peak_cuda_mib" in row:
+        row["peak_cuda_mib"] = max(r["peak_cuda_mib"] for r in runs)
     if "seconds_per_step" in row:
         row["seconds_per_step"] = statistics.median(r["seconds_per_step"] for r in runs)
     return row
@@ -127,6 +131,12 @@ def main() -> None:
         else:
             cells += ["-", "-"]
         print("| " + " | ".join(cells) + " |")
+    if sft and "peak_cuda_mib" in sft:
+        print("\n| run | peak GPU MiB (allocated) | x SFT |\n|---|---:|---:|")
+        for row in rows:
+            print(
+                f"| {row['variant']} | {row['peak_cuda_mib']:.0f} | {row['peak_cuda_mib'] / sft['peak_cuda_mib']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from spacy_fsner.models.tiny import TinyModelSpec, llama_config
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
@@ -37,22 +39,13 @@ def main() -> None:
     args = parser.parse_args()
 
     source = LlamaConfig.from_pretrained(args.tokenizer)
-    config = source if args.same_shape else None
-    if config is None:
-        config = LlamaConfig(
-            vocab_size=source.vocab_size,
-            hidden_size=args.hidden,
-            intermediate_size=args.intermediate,
-            num_hidden_layers=args.layers,
-            num_attention_heads=args.heads,
-            num_key_value_heads=args.kv_heads,
-            max_position_embeddings=8192,
-            rope_theta=500000.0,
-            bos_token_id=source.bos_token_id,
-            eos_token_id=source.eos_token_id,
-            pad_token_id=source.pad_token_id,
-            tie_word_embeddings=False,
+    if args.same_shape:
+        config = source
+    else:
+        shape = TinyModelSpec(
+            args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate, max_positions=8192
         )
+        config = llama_config(shape, source.vocab_size, source.bos_token_id, source.eos_token_id, source.pad_token_id)
     args.layers, args.hidden = config.num_hidden_layers, config.hidden_size
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)

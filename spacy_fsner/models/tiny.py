@@ -60,25 +60,30 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> P
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length, **SPECIAL_TOKENS)
 
 
-def build_tiny_model(output: Path, texts: Iterable[str], spec: TinyModelSpec = TinyModelSpec()) -> Path:
-    """Train a tokenizer on `texts` (plus the prompt templates' fixed text), build a random Llama, save both."""
-    corpus = [line for line in texts if line.strip()]
-    corpus += [cllmfs_template_v1().boilerplate(), alpaca_template_v1().boilerplate()]
-    tokenizer = train_tokenizer(corpus, spec.vocab_size, spec.max_positions)
-    torch.manual_seed(spec.seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+def llama_config(spec: TinyModelSpec, vocab_size: int, bos: int, eos: int, pad: int | None) -> LlamaConfig:
+    """A Llama config of `spec`'s shape (untied embeddings) for a tokenizer of `vocab_size` ids."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
         tie_word_embeddings=False,
     )
+
+
+def build_tiny_model(output: Path, texts: Iterable[str], spec: TinyModelSpec = TinyModelSpec()) -> Path:
+    """Train a tokenizer on `texts` (plus the prompt templates' fixed text), build a random Llama, save both."""
+    corpus = [line for line in texts if line.strip()]
+    corpus += [cllmfs_template_v1().boilerplate(), alpaca_template_v1().boilerplate()]
+    tokenizer = train_tokenizer(corpus, spec.vocab_size, spec.max_positions)
+    torch.manual_seed(spec.seed)
+    config = llama_config(spec, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)

@@ -1,6 +1,8 @@
 """EL4NER with scripted members: union, vote, validation, each stage switched off, the pool saved with the pipeline;
 and once end to end with real decoding and scoring on the tiny model."""
 
+import math
+
 import pytest
 import spacy
 from spacy.training import Example
@@ -21,9 +23,12 @@ SENTENCE = "Merkel visited Paris and the bank ."
 class ScriptedMember:
     """Extracts the strings of `spans` (per input text); votes `types[span]`; says No to `reject` (span, type)."""
 
-    def __init__(self, spans: dict, types: dict, reject: list | None = None, confidence: float = 0.0) -> None:
+    def __init__(
+        self, spans: dict, types: dict, reject: list | None = None, confidence: float = 0.0, margin: float = 1.0
+    ) -> None:
         self.spans, self.types, self.reject = spans, types, {tuple(r) for r in reject or []}
         self.confidence = confidence
+        self.margin = margin  # how much more likely its Yes (or No) is than the other answer, in log-probability
         self.prompts: list[str] = []
         self.questions: list[str] = []
 
@@ -46,7 +51,7 @@ class ScriptedMember:
             if question.endswith("?"):  # validation: "<span> is <type>?"
                 span, label = question[:-1].split(" is ")
                 no = (span, label) in self.reject
-                scores.append([-2.0 if no else -1.0, -1.0 if no else -2.0])
+                scores.append([-1.0 - self.margin if no else -1.0, -1.0 if no else -1.0 - self.margin])
             else:  # classification: "<span>:"
                 chosen = self.types.get(question[:-1])
                 scores.append([self.confidence if o.strip() == chosen else -5.0 for o in options])
@@ -56,12 +61,15 @@ class ScriptedMember:
 if "spacy_fsner.test.ScriptedMember.v1" not in llm_registry.llm_models.get_all():
     llm_registry.llm_models.register(
         "spacy_fsner.test.ScriptedMember.v1",
-        func=lambda spans, types, reject=None, confidence=0.0: ScriptedMember(spans, types, reject, confidence),
+        func=lambda spans, types, reject=None, confidence=0.0, margin=1.0: ScriptedMember(
+            spans, types, reject, confidence, margin
+        ),
     )
 
 
-def member(spans, types, reject=None, confidence=0.0) -> dict:
+def member(spans, types, reject=None, confidence=0.0, margin=1.0) -> dict:
     return {
+        "margin": margin,
         "@llm_models": "spacy_fsner.test.ScriptedMember.v1",
         "spans": {SENTENCE: spans},
         "types": types,
@@ -120,7 +128,7 @@ def test_a_tied_vote_goes_to_the_higher_summed_score():
 def test_validation_drops_what_half_the_members_reject_and_keeps_it_in_spans():
     rejecting = member(["Merkel", "Paris"], {"Merkel": "PER", "Paris": "LOC"}, reject=[["Paris", "LOC"]])
     agreeing = member(["Merkel"], {"Merkel": "PER", "Paris": "LOC"})
-    nlp, _ = pipeline({"r": rejecting, "a": agreeing})
+    nlp, _ = pipeline({"r": rejecting, "a": agreeing}, rejection="votes")
     result = nlp(SENTENCE)
     assert ents(result) == [("Merkel", "PER")]
     group = result.spans["el4ner"]
@@ -128,12 +136,33 @@ def test_validation_drops_what_half_the_members_reject_and_keeps_it_in_spans():
     assert group.attrs["rejections"] == [0.0, 0.5]
     nlp, _ = pipeline({"r": rejecting, "a": agreeing}, stages={"validation": False})
     assert ents(nlp(SENTENCE)) == [("Merkel", "PER"), ("Paris", "LOC")]
-    nlp, _ = pipeline({"r": rejecting, "a": agreeing}, reject_share=1.0)  # only what every member rejects
+    nlp, _ = pipeline({"r": rejecting, "a": agreeing}, reject_share=1.0, rejection="votes")  # what all reject
     assert ents(nlp(SENTENCE)) == [("Merkel", "PER"), ("Paris", "LOC")]
-    nlp, _ = pipeline({"r": rejecting}, reject_share=1.0)
+    nlp, _ = pipeline({"r": rejecting}, reject_share=1.0, rejection="votes")
     assert ents(nlp(SENTENCE)) == [("Merkel", "PER")]
     with pytest.raises(ValueError, match="reject_share"):
         pipeline({"r": rejecting}, reject_share=0.0)
+
+
+def test_validation_by_probability_lets_a_sure_yes_outweigh_an_unsure_no():
+    """The default pools the members' probabilities of No: an unsure No (margin 0.2: P(No) 0.55) against a sure
+    Yes (margin 3: P(No) 0.05) keeps the span, where counting votes (one No of two) drops it."""
+    doubter = member(["Paris"], {"Paris": "LOC"}, reject=[["Paris", "LOC"]], margin=0.2)
+    believer = member(["Paris"], {"Paris": "LOC"}, margin=3.0)
+    nlp, component = pipeline({"d": doubter, "b": believer})
+    assert component.rejection == "probability"
+    result = nlp(SENTENCE)
+    assert ents(result) == [("Paris", "LOC")]
+    p_no = [1 / (1 + math.exp(-0.2)), 1 / (1 + math.exp(3.0))]  # doubter: No by 0.2; believer: Yes by 3
+    assert result.spans["el4ner"].attrs["rejections"] == pytest.approx([sum(p_no) / 2])
+    nlp, _ = pipeline({"d": doubter, "b": believer}, rejection="votes")
+    assert ents(nlp(SENTENCE)) == []
+    sure_no = member(["Paris"], {"Paris": "LOC"}, reject=[["Paris", "LOC"]], margin=3.0)
+    unsure_yes = member(["Paris"], {"Paris": "LOC"}, margin=0.2)
+    nlp, _ = pipeline({"n": sure_no, "y": unsure_yes})
+    assert ents(nlp(SENTENCE)) == []
+    with pytest.raises(ValueError, match="rejection"):
+        pipeline({"d": doubter}, rejection="majority")
 
 
 def test_pre_extraction_feeds_span_retrieval():

@@ -12,18 +12,21 @@ The `el4ner` component (`nlp.add_pipe("el4ner", config={"members": {...}, "label
    after the span); each member votes for its best type and the most votes win, ties going to the highest summed
    log-probability (`stages.vote`; off: the first member's choice).
 5. **self-validation** (`stages.validation`): every member scores "Yes" against "No" for "is this span of this
-   type?"; a span that at least `reject_share` of the members reject (half, by default) is dropped (kept in
-   `doc.spans` with `validated` false).
+   type?"; a span whose rejection reaches `reject_share` (half, by default) is dropped (kept in `doc.spans` with
+   `validated` false). `rejection` says how the members' answers are pooled: "probability" (the default) averages
+   each member's probability of "No" (normalised over Yes/No), so that a sure Yes outweighs an unsure No;
+   "votes" counts the members whose "No" beats their "Yes".
 
 Every stage is switchable for ablations. Extraction uses the constrained decoder (spans are copied from the input on
 token boundaries) and the `template`; classification and validation score fixed options (`decoding.scoring`).
 The pool (retrieval index) is built by `initialize` or `adapt` (an episode's support set) and saved with the
 pipeline. `doc.ents` gets the non-overlapping winners (by vote share, then length); `doc.spans[spans_key]` every
-typed span with its `votes`, `rejections` (share of members that answered No) and `validated` flag in `.attrs`.
+typed span with its `votes`, `rejections` (the members' pooled No, see `rejection`) and `validated` flag in `.attrs`.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +69,7 @@ class Candidate:
     score: float = 0.0
     """Summed log-probability of `label` over the members that voted for it."""
     rejections: float = 0.0
-    """Share of the validating members that answered "No"."""
+    """The validating members' pooled "No": their mean probability of it, or the share answering it (`rejection`)."""
     validated: bool = True
 
 
@@ -99,6 +102,7 @@ class _Chunk:
         "spans_key": "el4ner",
         "seed": 0,
         "reject_share": 0.5,
+        "rejection": "probability",
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -116,6 +120,7 @@ def make_el4ner(
     spans_key: str,
     seed: int,
     reject_share: float,
+    rejection: str,
 ) -> EL4NER:
     return EL4NER(
         nlp.vocab,
@@ -131,7 +136,11 @@ def make_el4ner(
         spans_key=spans_key,
         seed=seed,
         reject_share=reject_share,
+        rejection=rejection,
     )
+
+
+REJECTIONS = ("probability", "votes")
 
 
 class EL4NER(BatchedPipe):
@@ -151,6 +160,7 @@ class EL4NER(BatchedPipe):
         spans_key: str = "el4ner",
         seed: int = 0,
         reject_share: float = 0.5,
+        rejection: str = "probability",
     ) -> None:
         if not members:
             raise ValueError(
@@ -163,6 +173,12 @@ class EL4NER(BatchedPipe):
                 "(0.5: at least half, the default; 1.0: all of them)."
             )
         self.reject_share = reject_share
+        if rejection not in REJECTIONS:
+            raise ValueError(
+                f"rejection is how the members' validation answers are pooled: one of {list(REJECTIONS)}, got "
+                f"{rejection!r} ('probability': the mean probability of No; 'votes': the share of members saying No)."
+            )
+        self.rejection = rejection
         unknown = sorted(set(stages or {}) - set(STAGES))
         if unknown:
             raise ValueError(f"Unknown EL4NER stages {unknown}: the stages are {list(STAGES)}.")
@@ -292,8 +308,8 @@ class EL4NER(BatchedPipe):
     def validate(
         self, chunks: list[_Chunk], demos: list[list[int]], candidates: list[list[Candidate]], members: list[Member]
     ) -> None:
-        """A span that at least `reject_share` of the members answer "No" about (is it of its type?) is marked not
-        validated."""
+        """A span whose rejection (is it of its type? the members' mean probability of "No", or the share of members
+        answering "No", see `rejection`) reaches `reject_share` is marked not validated."""
         for chunk, ids, spans in zip(chunks, demos, candidates, strict=True):
             if not spans:
                 continue
@@ -302,7 +318,10 @@ class EL4NER(BatchedPipe):
             rejections = Counter()
             for member in members:
                 for i, (yes, no) in enumerate(member.score(prefix, questions)):
-                    rejections[i] += no > yes
+                    if self.rejection == "votes":
+                        rejections[i] += no > yes
+                    else:  # P(No) among {Yes, No}; the margin is capped so that exp cannot overflow
+                        rejections[i] += 1.0 / (1.0 + math.exp(min(yes - no, 700.0)))
             for i, candidate in enumerate(spans):
                 candidate.rejections = rejections[i] / len(members)
                 candidate.validated = candidate.rejections < self.reject_share

@@ -27,9 +27,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.ensemble.el4ner import _Chunk
+from spacy_fsner.ensemble.el4ner import pooled_rejection, vote
 from spacy_fsner.evaluation.scores import score_all
-from spacy_fsner.pipeline.chunking import chunk_doc
 from spacy_fsner.pipeline.resolve import resolve_entities
 
 
@@ -47,17 +46,10 @@ def softmax(scores: list[float]) -> list[float]:
 def record_docs(component, docs: list[Doc]) -> list[dict]:
     """The stages of `EL4NER._process` (all on), keeping what every member said about every span."""
     component.random.pool = component.retriever.pool
-    chunks = [_Chunk(i, span) for i, doc in enumerate(docs) for span in chunk_doc(doc, component.max_chunk_tokens)]
+    chunks = component.chunks(docs)
     names = list(component.members)
     members = list(component.members.values())
-    key = getattr(component.retriever, "spans_key", "candidates")
-    found = component.extract(chunks, component.random.retrieve([c.span for c in chunks]), members)
-    for doc in docs:
-        doc.spans[key] = []
-    for chunk, spans in zip(chunks, found, strict=True):
-        doc = docs[chunk.doc]
-        offset = chunk.span.start_char
-        doc.spans[key].extend([doc.char_span(offset + c.start, offset + c.end) for c in spans])
+    component.pre_extract(docs, chunks, members)
     demos = component.retriever.retrieve([c.span for c in chunks])
     per_member = {name: component.extract(chunks, demos, [m]) for name, m in zip(names, members, strict=True)}
     labels = list(component.labels)
@@ -117,7 +109,6 @@ def record(args) -> None:
 # rules --------------------------------------------------------------------------------------------------------------
 EXTRACTION = ("union", "both", "smollm2", "gemma")
 TYPING = ("vote", "mean-prob", "smollm2", "gemma")
-VALIDATION = ("none", "any-no", "all-no", "mean-prob")
 
 
 def typed(span: dict, labels: list[str], typing: str) -> tuple[str, float]:
@@ -127,31 +118,24 @@ def typed(span: dict, labels: list[str], typing: str) -> tuple[str, float]:
         scores = span["types"][typing]
         best = max(range(len(labels)), key=lambda j: scores[j])
         return labels[best], 1.0
-    if typing == "vote":  # the component's rule: most votes, then the highest summed log-probability
-        votes, totals = {}, {}
-        for name in names:
-            scores = span["types"][name]
-            best = max(range(len(labels)), key=lambda j: scores[j])
-            votes[labels[best]] = votes.get(labels[best], 0) + 1
-            totals[labels[best]] = totals.get(labels[best], 0.0) + scores[best]
-        label = max(votes, key=lambda name: (votes[name], totals[name]))
-        return label, votes[label] / len(names)
+    if typing == "vote":  # the component's rule
+        label, votes, _ = vote(labels, [span["types"][name] for name in names])
+        return label, votes
     mean = [sum(p) / len(names) for p in zip(*(softmax(span["types"][n]) for n in names), strict=True)]
     best = max(range(len(labels)), key=lambda j: mean[j])
     return labels[best], mean[best]
 
 
+VALIDATION_RULES = {"any-no": ("votes", 0.5), "all-no": ("votes", 1.0), "mean-prob": ("probability", 0.5)}
+"""Each validation rule as the component's (`rejection`, `reject_share`)."""
+VALIDATION = ("none", *VALIDATION_RULES)
+
+
 def kept(span: dict, label: str, validation: str) -> bool:
-    answers = span["yes_no"][label]
     if validation == "none":
         return True
-    rejections = [no > yes for yes, no in answers.values()]
-    if validation == "any-no":  # reject_share 0.5 with two members
-        return sum(rejections) / len(rejections) < 0.5
-    if validation == "all-no":
-        return not all(rejections)
-    yes = sum(softmax([y, n])[0] for y, n in answers.values()) / len(answers)
-    return yes >= 0.5
+    rejection, share = VALIDATION_RULES[validation]
+    return pooled_rejection(list(span["yes_no"][label].values()), rejection) < share
 
 
 def predict_episode(record: dict, gold: list[Doc], rule: tuple[str, str, str]) -> list[Example]:

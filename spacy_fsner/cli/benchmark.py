@@ -111,7 +111,7 @@ class Roofline:
 
     @classmethod
     def of(cls, model, peak_tflops: float, peak_tbps: float) -> Roofline:
-        params = {id(p): p for p in model.parameters()}.values()
+        params = list(model.parameters())  # a tied embedding is one parameter, listed once
         weight_bytes = sum(p.numel() * p.element_size() for p in params)
         embedding = model.get_input_embeddings().weight.numel()
         head = model.get_output_embeddings().weight.numel()

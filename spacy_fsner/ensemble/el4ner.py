@@ -143,6 +143,29 @@ def make_el4ner(
 REJECTIONS = ("probability", "votes")
 
 
+def vote(labels: Sequence[str], member_scores: Sequence[Sequence[float]]) -> tuple[str, float, float]:
+    """Type classification by vote: each member's scores (log-probabilities, one per label) vote for its best label;
+    the most votes win, ties going to the highest summed log-probability. Returns the label, its share of the votes
+    and that sum."""
+    votes: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    for scores in member_scores:
+        best = max(range(len(scores)), key=lambda j: scores[j])
+        votes[labels[best]] += 1
+        totals[labels[best]] += scores[best]
+    label = max(votes, key=lambda name: (votes[name], totals[name]))
+    return label, votes[label] / len(member_scores), totals[label]
+
+
+def pooled_rejection(answers: Sequence[Sequence[float]], rejection: str) -> float:
+    """The members' pooled "No" to one validation question, from each member's (Yes, No) log-probabilities:
+    "votes", the share whose No beats their Yes; "probability", the mean probability of No among {Yes, No}."""
+    if rejection == "votes":
+        return sum(no > yes for yes, no in answers) / len(answers)
+    # the margin is capped so that exp cannot overflow
+    return sum(1.0 / (1.0 + math.exp(min(yes - no, 700.0))) for yes, no in answers) / len(answers)
+
+
 class EL4NER(BatchedPipe):
     def __init__(
         self,
@@ -237,17 +260,10 @@ class EL4NER(BatchedPipe):
                 "adapt(support_docs) for an episode."
             )
         self.random.pool = self.retriever.pool  # random demonstrations come from the same pool
-        chunks = [_Chunk(i, span) for i, doc in enumerate(docs) for span in chunk_doc(doc, self.max_chunk_tokens)]
+        chunks = self.chunks(docs)
         members = list(self.members.values())
-        if self.stages["pre_extraction"]:  # candidates for the span retriever, where it reads them
-            key = getattr(self.retriever, "spans_key", "candidates")
-            found = self.extract(chunks, self.random.retrieve([c.span for c in chunks]), members)
-            for doc in docs:
-                doc.spans[key] = []
-            for chunk, spans in zip(chunks, found, strict=True):
-                offset = chunk.span.start_char
-                doc = docs[chunk.doc]
-                doc.spans[key].extend([doc.char_span(offset + c.start, offset + c.end) for c in spans])
+        if self.stages["pre_extraction"]:
+            self.pre_extract(docs, chunks, members)
         selector = self.retriever if self.stages["span_retrieval"] else self.random
         demos = selector.retrieve([c.span for c in chunks])
         extractors = members if self.stages["union"] else members[:1]
@@ -257,6 +273,21 @@ class EL4NER(BatchedPipe):
             self.validate(chunks, demos, candidates, members)
         self._annotate(docs, chunks, candidates)
         return docs
+
+    def chunks(self, docs: list[Doc]) -> list[_Chunk]:
+        """The pieces of `docs` that prompts carry (at most `max_chunk_tokens` tokens each)."""
+        return [_Chunk(i, span) for i, doc in enumerate(docs) for span in chunk_doc(doc, self.max_chunk_tokens)]
+
+    def pre_extract(self, docs: list[Doc], chunks: list[_Chunk], members: list[Member]) -> None:
+        """Every member's spans, with random demonstrations, written where the span retriever reads its candidates."""
+        key = getattr(self.retriever, "spans_key", "candidates")
+        found = self.extract(chunks, self.random.retrieve([c.span for c in chunks]), members)
+        for doc in docs:
+            doc.spans[key] = []
+        for chunk, spans in zip(chunks, found, strict=True):
+            offset = chunk.span.start_char
+            doc = docs[chunk.doc]
+            doc.spans[key].extend([doc.char_span(offset + c.start, offset + c.end) for c in spans])
 
     def extract(self, chunks: list[_Chunk], demos: list[list[int]], members: list[Member]) -> list[list[Candidate]]:
         """Per chunk, the union (in text order) of the untyped spans every member copies from it."""
@@ -294,16 +325,9 @@ class EL4NER(BatchedPipe):
                 continue
             prefix = self._classification_prefix(chunk, ids)
             questions = [(f"{c.text}:", options) for c in spans]
-            votes = [Counter() for _ in spans]
-            totals = [Counter() for _ in spans]
-            for member in members:
-                for i, scores in enumerate(member.score(prefix, questions)):
-                    best = max(range(len(scores)), key=lambda j: scores[j])
-                    votes[i][self._labels[best]] += 1
-                    totals[i][self._labels[best]] += scores[best]
-            for candidate, vote, total in zip(spans, votes, totals, strict=True):
-                label = max(vote, key=lambda name: (vote[name], total[name]))
-                candidate.label, candidate.votes, candidate.score = label, vote[label] / len(members), total[label]
+            per_member = [member.score(prefix, questions) for member in members]
+            for i, candidate in enumerate(spans):
+                candidate.label, candidate.votes, candidate.score = vote(self._labels, [m[i] for m in per_member])
 
     def validate(
         self, chunks: list[_Chunk], demos: list[list[int]], candidates: list[list[Candidate]], members: list[Member]
@@ -315,15 +339,9 @@ class EL4NER(BatchedPipe):
                 continue
             prefix = self._validation_prefix(chunk, ids)
             questions = [(f"{c.text} is {c.label}?", (" Yes", " No")) for c in spans]
-            rejections = Counter()
-            for member in members:
-                for i, (yes, no) in enumerate(member.score(prefix, questions)):
-                    if self.rejection == "votes":
-                        rejections[i] += no > yes
-                    else:  # P(No) among {Yes, No}; the margin is capped so that exp cannot overflow
-                        rejections[i] += 1.0 / (1.0 + math.exp(min(yes - no, 700.0)))
+            per_member = [member.score(prefix, questions) for member in members]
             for i, candidate in enumerate(spans):
-                candidate.rejections = rejections[i] / len(members)
+                candidate.rejections = pooled_rejection([m[i] for m in per_member], self.rejection)
                 candidate.validated = candidate.rejections < self.reject_share
 
     def _examples(self, ids: Sequence[int]) -> list[PoolExample]:

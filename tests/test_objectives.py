@@ -192,10 +192,12 @@ def test_supervised_contrastive_loss_by_hand():
     expected = math.log(1 + math.exp(-1))
     assert supervised_contrastive_loss(features, types, 1.0).item() == pytest.approx(expected, abs=1e-6)
     # a noised view orthogonal to its anchor adds one positive with cos 0 per anchor
-    views = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    views = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # one per anchor
     log_z = math.log(math.exp(1) + 2)
     expected = -((1 - log_z) + (0 - log_z)) / 2
     assert supervised_contrastive_loss(features, types, 1.0, views).item() == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="one row per anchor"):
+        supervised_contrastive_loss(features, types, 1.0, torch.zeros(3, 2))
     # no anchor has a positive: zero, still differentiable
     lone = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
     loss = supervised_contrastive_loss(lone, torch.tensor([1, 0]), 0.1)
@@ -321,9 +323,33 @@ def test_noise_view_is_an_extra_positive(tiny_model_dir, batch):
         without, with_noise = plain.compute(batch), noised.compute(batch)
     # the noised twin is nearly identical to its anchor, so it is an easy positive: the loss drops
     assert with_noise < without
+    hidden = plain._captures["hidden"]
     view = noised.noise_view(batch)
-    assert view.shape == plain._captures["hidden"].shape and not view.requires_grad
-    assert not torch.allclose(view, plain._captures["hidden"])
+    assert view.shape == (hidden.shape[0] * hidden.shape[1], hidden.shape[2]) and not view.requires_grad
+    assert not torch.allclose(view, hidden.reshape(view.shape))
+
+
+def test_noise_view_runs_only_what_the_sampled_tokens_need(tiny_model_dir, batch):
+    """The pass over the sequences holding a sampled token, cut after the last one, gives the full pass's values."""
+    model = lora_model(tiny_model_dir)
+    full, trimmed = HiddenStateContrastive(layer=1, noise=True), HiddenStateContrastive(layer=1, noise=True)
+    full.attach(model)
+    trimmed.attach(model)
+    length = batch.input_ids.shape[1]
+    sentence = (batch.token_types[1:3] >= 0).nonzero()  # tokens of rows 1 and 2 only, which end before the answer
+    rows = (sentence[:, 0] + 1) * length + sentence[:, 1]
+    seen = []
+    layer = model.get_base_model().model.layers[0]
+    handle = layer.register_forward_hook(
+        lambda m, a, o: seen.append(tuple(o[0].shape[:2] if isinstance(o, tuple) else o.shape[:2]))
+    )
+    with torch.no_grad():
+        expected = full.noise_view(batch)[rows]
+        got = trimmed.noise_view(batch, rows)
+    handle.remove()
+    assert seen[0] == tuple(batch.input_ids.shape)
+    assert seen[1] == (2, int(sentence[:, 1].max()) + 1) and seen[1][1] < length
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_activation_checkpointing_keeps_the_first_capture(tiny_model_dir, batch):

@@ -232,8 +232,9 @@ def supervised_contrastive_loss(
 ) -> Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, "L_out") with entity tokens as anchors.
 
-    features: [N, d] token representations; types: [N] (0 non-entity, k >= 1 entity type k); views: optional [N, d]
-    second view of each token (e.g. noised), used as one extra positive for its own anchor only.
+    features: [N, d] token representations; types: [N] (0 non-entity, k >= 1 entity type k); views: optional [A, d]
+    second view of each anchor (e.g. noised), in the order of the anchors in `features`, used as one extra positive
+    for its own anchor only (no other token needs one, so no other gets one).
 
     For each anchor a (type >= 1) with positives P(a) = {tokens of the same type, a excluded} (+ view(a)) and
     candidates C(a) = all tokens except a (+ view(a)), s = cos / temperature:
@@ -252,7 +253,9 @@ def supervised_contrastive_loss(
     positive = (types[anchor_rows, None] == types[None, :]) & ~is_self
     logits = logits.masked_fill(is_self, float("-inf"))
     if views is not None:
-        own_view = (anchors * F.normalize(views[anchor_rows].float(), dim=-1)).sum(-1, keepdim=True) / temperature
+        if views.shape[0] != anchor_rows.numel():
+            raise ValueError(f"`views` needs one row per anchor ({anchor_rows.numel()}), got {views.shape[0]}.")
+        own_view = (anchors * F.normalize(views.float(), dim=-1)).sum(-1, keepdim=True) / temperature
         logits = torch.cat([logits, own_view], dim=1)
         positive = torch.cat([positive, torch.ones_like(own_view, dtype=torch.bool)], dim=1)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
@@ -271,10 +274,10 @@ class HiddenStateContrastive(ContrastiveObjective):
 
     Noise view ("CL + Noise", Table 2): a second forward pass of the batch with uniform noise added to the input
     embeddings; each entity token's noised representation is an extra positive for it. The pass runs without
-    gradient by default (the noised view is a fixed target, like a stop-gradient branch) and stops right after the
-    chosen layer (a hook raises), so it costs about (layer_index + 1) / num_layers of one forward pass and no
-    backward and no LM head; with `noise_grad=True` both views are trained (SimCSE-style) and the backward of that
-    partial pass is paid too.
+    gradient by default (the noised view is a fixed target, like a stop-gradient branch), only over the sequences
+    with an entity token, cut after their last one, and stops right after the chosen layer (a hook raises), so it
+    costs less than (layer_index + 1) / num_layers of one forward pass and no backward and no LM head; with
+    `noise_grad=True` both views are trained (SimCSE-style) and the backward of that partial pass is paid too.
     """
 
     def __init__(
@@ -321,24 +324,37 @@ class HiddenStateContrastive(ContrastiveObjective):
             others = others[pick.to(others.device).sort().values]
         return torch.cat([entities, others])
 
-    def noise_view(self, batch: ContrastiveBatch) -> Tensor:
-        """Output of the chosen layer for the batch with noise on the input embeddings.
+    def noise_view(self, batch: ContrastiveBatch, rows: Tensor | None = None) -> Tensor:
+        """Output of the chosen layer at the flat token indices `rows` (all tokens when None: [B * T, d]) for the
+        batch with noise on the input embeddings.
 
         noise ~ U(-1, 1) * alpha / sqrt(L * d) per sequence (NEFTune's scaling, L = that sequence's unpadded length,
         d = hidden size) with `noise_scale="neftune"`, or U(-alpha, alpha) with `noise_scale="absolute"`.
+
+        The pass runs only what those tokens depend on (the model is causal): the sequences that hold one, cut
+        after the last one (the response and the answer after the sentence are not run). The noise is drawn for
+        the whole batch first, so the values are those of the full pass.
         """
         decoder = self._decoder
+        batch_size, length = batch.input_ids.shape
+        if rows is None:
+            rows = torch.arange(batch_size * length, device=batch.input_ids.device)
+        sequences, positions = rows // length, rows % length
+        keep = torch.unique(sequences)
+        end = int(positions.max()) + 1 if rows.numel() else 1
         embeds = decoder.get_input_embeddings()(batch.input_ids)
         uniform = torch.rand(embeds.shape, generator=self.generator).to(embeds.device, embeds.dtype) * 2 - 1
         if self.noise_scale == "neftune":
             if batch.attention_mask is not None:
                 lengths = batch.attention_mask.sum(1).clamp(min=1)
             else:
-                lengths = torch.full((embeds.shape[0],), embeds.shape[1], device=embeds.device)
+                lengths = torch.full((batch_size,), length, device=embeds.device)
             scale = self.noise_alpha / torch.sqrt(lengths.to(embeds.dtype) * embeds.shape[-1])
             uniform = uniform * scale[:, None, None]
         else:
             uniform = uniform * self.noise_alpha
+        noised = (embeds + uniform)[keep, :end]
+        mask = batch.attention_mask[keep, :end] if batch.attention_mask is not None else None
 
         def stop(module: nn.Module, args: Any, output: Any) -> None:
             raise _StopForward(_first_tensor(output))
@@ -346,9 +362,9 @@ class HiddenStateContrastive(ContrastiveObjective):
         handle = decoder.layers[self.layer_index].register_forward_hook(stop)
         try:
             with self.paused(), torch.set_grad_enabled(self.noise_grad and torch.is_grad_enabled()):
-                decoder(inputs_embeds=embeds + uniform, attention_mask=batch.attention_mask, use_cache=False)
+                decoder(inputs_embeds=noised, attention_mask=mask, use_cache=False)
         except _StopForward as stopped:
-            return stopped.output
+            return stopped.output[torch.searchsorted(keep, sequences), positions]
         finally:
             handle.remove()
         raise RuntimeError(f"{self.name}: the noise pass never reached layer {self.layer_index}.")
@@ -358,10 +374,8 @@ class HiddenStateContrastive(ContrastiveObjective):
         rows = self.sample_tokens(batch.token_types)
         flat_types = batch.token_types.reshape(-1)[rows]
         features = hidden.reshape(-1, hidden.shape[-1])[rows]
-        views = None
-        if self.noise:
-            noised = self.noise_view(batch)
-            views = noised.reshape(-1, noised.shape[-1])[rows]
+        # only the anchors (entity tokens) get a noised view: the pass runs what they need and no more
+        views = self.noise_view(batch, rows[flat_types >= 1]) if self.noise else None
         return supervised_contrastive_loss(features, flat_types, self.temperature, views)
 
 

@@ -146,8 +146,27 @@ def build_pipeline(config: Config, docs_labels: list[str]) -> Language:
     return load_model_from_config(pipeline_config, auto_fill=True, validate=True)
 
 
-def run_training(config_path: str | Path, output: str | Path, overrides: dict[str, Any] | None = None) -> Path:
-    """Run the stage of `config_path` and write adapter, pipeline, metrics and curves to `output`."""
+@dataclass
+class Stage:
+    """Everything a training stage's trainer is built from (`prepare_stage`), before any step."""
+
+    config: Config
+    settings: TrainSettings
+    train_path: str
+    docs: list[Doc]
+    labels: list[str]
+    nlp: Language
+    model: Any  # the peft-wrapped trainable model, attached to the component
+    tokenizer: Any
+
+    def trainer(self, checkpoints: Path) -> tuple[Any, dict[str, int]]:
+        """The stage's trainer (SFT or DPO) and what its dataset holds (records or pairs of each kind)."""
+        build = _sft_trainer if self.settings.stage == "sft" else _dpo_trainer
+        return build(self.settings, self.docs, self.nlp, self.model, self.tokenizer, checkpoints)
+
+
+def prepare_stage(config_path: str | Path, overrides: dict[str, Any] | None = None) -> Stage:
+    """Read the config and the corpus, seed, build the pipeline and the trainable model (LoRA on the base model)."""
     from spacy.lang.en import English
 
     config = load_config(config_path, overrides)
@@ -157,8 +176,6 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
         torch.set_num_threads(settings.threads)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     train_path = resolved["paths"].get("train")
     if not train_path:
         raise ValueError("No training corpus: set [paths] train in the config or pass --paths.train FILE.")
@@ -173,9 +190,15 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     if component.task.retriever is not None:  # IF-WRANER: each prompt shows retrieved training sentences, never its own
         component.task.set_demonstrations(docs)
     tokenizer = load_tokenizer(model_location(component.model.name), component.model.trust_remote_code)
-    trainer, examples = (_sft_trainer if settings.stage == "sft" else _dpo_trainer)(
-        settings, docs, nlp, model, tokenizer, output / "checkpoints"
-    )
+    return Stage(config, settings, str(train_path), docs, labels, nlp, model, tokenizer)
+
+
+def run_training(config_path: str | Path, output: str | Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Run the stage of `config_path` and write adapter, pipeline, metrics and curves to `output`."""
+    stage = prepare_stage(config_path, overrides)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    trainer, examples = stage.trainer(output / "checkpoints")
     checkpoint = _last_checkpoint(output / "checkpoints")
     trainer.train(resume_from_checkpoint=checkpoint)
     if hasattr(trainer, "remove_hooks"):
@@ -184,17 +207,20 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     shutil.rmtree(adapter, ignore_errors=True)
     trainer.model.save_pretrained(adapter, selected_adapters=["default"])  # not DPO's frozen `ref` copy
     history = trainer.state.log_history
-    pipeline = _save_pipeline(config, labels, adapter, trainer.model, output / "pipeline", component.task.retriever)
+    component = stage.nlp.get_pipe("fsner")
+    pipeline = _save_pipeline(
+        stage.config, stage.labels, adapter, trainer.model, output / "pipeline", component.task.retriever
+    )
     metrics = {
         "settings": {
             "config": str(config_path),
-            "stage": settings.stage,
-            "train": str(train_path),
-            "n_docs": len(docs),
+            "stage": stage.settings.stage,
+            "train": stage.train_path,
+            "n_docs": len(stage.docs),
             "labels": list(component.labels),
             "examples": examples,
             "resumed_from": checkpoint,
-            "train_settings": asdict(settings) | {"objectives": sorted(settings.objectives)},
+            "train_settings": asdict(stage.settings) | {"objectives": sorted(stage.settings.objectives)},
         },
         "log_history": history,
     }

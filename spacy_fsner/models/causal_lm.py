@@ -26,11 +26,13 @@ from .loading import (
     resolve_dtype,
 )
 
-BATCH_DEFAULTS = {"cpu": {"batch_size": 64, "batch_tokens": 2048}, "cuda": {"batch_size": 512, "batch_tokens": 16384}}
+BATCH_DEFAULTS = {"cpu": {"batch_size": 256, "batch_tokens": 8192}, "cuda": {"batch_size": 512, "batch_tokens": 16384}}
 """`batch_size` and `batch_tokens` when the config leaves them out (or null), by device. On a CPU a token costs
-about the same batched or not, so batches only need to be large enough to amortise the per-pass overhead. On a
-GPU a decode step of a few rows costs about what one of hundreds costs (the weights are read once per step): on an
-H200, 512 rows instead of 64 made the shared-input template 5x faster at 18 labels (README, "Benchmarks")."""
+about the same batched or not, but every decode step has its overhead (Python, cache bookkeeping over 30 layers):
+256 rows instead of 64 made SmolLM2 with the shared-input template about 20% faster at 4 and at 18 labels on 2
+threads, for 1.5-2 GiB more peak memory. On a GPU a decode step of a few rows costs about what one of hundreds
+costs (the weights are read once per step): on an H200, 512 rows instead of 64 made the shared-input template 5x
+faster at 18 labels (README, "Benchmarks")."""
 
 
 class CausalLM:

@@ -132,6 +132,22 @@ class Roofline:
         )
 
 
+def short_label(label: str) -> str:
+    """Few-NERD's fine type without its coarse type (`person-athlete` -> `athlete`, `organization-government/
+    governmentagency` -> `government`; `location-other` -> `location`): label names of 1-3 tokens, as OntoNotes'."""
+    coarse, _, fine = label.partition("-")
+    return coarse if not fine or fine == "other" else fine.split("/")[0]
+
+
+def with_short_labels(docs: list) -> list:
+    """`docs` with every entity renamed by `short_label` (in place; returned for chaining)."""
+    from spacy.tokens import Span
+
+    for doc in docs:
+        doc.ents = [Span(doc, e.start, e.end, label=short_label(e.label_)) for e in doc.ents]
+    return docs
+
+
 def pick_labels(docs, n: int) -> list[str]:
     """The `n` most frequent entity types of `docs` (ties by name)."""
     frequency = Counter(e.label_ for doc in docs for e in doc.ents)
@@ -199,6 +215,12 @@ def benchmark(
     model: str = typer.Option(
         "smollm2-135m-instruct", help="Model directory, fetch-model name or hub id; 'tiny': a random 4-layer Llama."
     ),
+    adapter: Path | None = typer.Option(
+        None, help="A LoRA adapter directory (`train`'s DIR/adapter) on the model: a trained pipeline's speed."
+    ),
+    short_labels: bool = typer.Option(
+        False, help="Rename Few-NERD types to their fine part (person-athlete -> athlete; --extra-labels too)."
+    ),
     batch_size: int = typer.Option(0, help="Rows decoded together in the fast path (0: by device, 64 CPU / 512 GPU)."),
     batch_tokens: int = typer.Option(
         0, help="Tokens per prefill forward pass in the fast path (0: by device, 2048 CPU / 16384 GPU)."
@@ -219,8 +241,8 @@ def benchmark(
     import spacy
     import torch
 
-    from ..data.readers import read_docs
     from ..decoding.generator import prompt_tree_tokens
+    from ..evaluation.protocols import read_corpus as read_gold_docs
     from ..models.tiny import TinyModelSpec, build_tiny_model, read_corpus
 
     if threads:
@@ -230,7 +252,10 @@ def benchmark(
     unknown = [t for t in names if t not in TEMPLATES]
     if unknown:
         raise typer.BadParameter(f"unknown templates {unknown}; use {list(TEMPLATES)}")
-    docs = read_docs(data, spacy.blank("en").vocab)
+    docs = read_gold_docs(data, spacy.blank("en"))
+    if short_labels:
+        with_short_labels(docs)
+        extra_labels = ",".join(short_label(label) for label in extra_labels.split(",") if label)
     if len(docs) < pool + sentences:
         raise typer.BadParameter(
             f"{data} has {len(docs)} sentences: fewer than --pool {pool} + --sentences {sentences}"
@@ -246,9 +271,12 @@ def benchmark(
             spec = TinyModelSpec(256, 4, num_heads=8, num_kv_heads=4, intermediate_size=1024, vocab_size=4096)
             model = str(build_tiny_model(Path(tmp), read_corpus(None) + texts, spec))
             name = "random 4-layer hidden-256 Llama"
+        if adapter:
+            name += f" + LoRA adapter {adapter}"
         settings = {
             "@llm_models": "spacy_fsner.CausalLM.v1",
             "name": model,
+            "adapter": str(adapter) if adapter else None,
             "batch_size": batch_size or None,
             "batch_tokens": batch_tokens or None,
             "max_new_tokens": max_new_tokens,

@@ -1,0 +1,69 @@
+"""`python -m spacy_fsner benchmark`: its label and demonstration choices, and a whole run on a tiny model."""
+
+import spacy
+from spacy.tokens import Doc, DocBin
+from typer.testing import CliRunner
+
+from spacy_fsner.cli import app
+from spacy_fsner.cli.benchmark import pick_demonstrations, pick_labels, short_label, with_short_labels
+
+
+def test_short_label_keeps_the_fine_type():
+    assert short_label("person-athlete") == "athlete"
+    assert short_label("organization-government/governmentagency") == "government"
+    assert short_label("location-other") == "location"  # every coarse type has an "-other": keep them apart
+    assert short_label("art-other") == "art"
+    assert short_label("PER") == "PER"  # not a Few-NERD type: unchanged
+
+
+def _doc(nlp, words: list[str], ents: list[tuple[int, int, str]]) -> Doc:
+    doc = Doc(nlp.vocab, words=words)
+    doc.ents = [doc.char_span(doc[s].idx, doc[e - 1].idx + len(doc[e - 1]), label=label) for s, e, label in ents]
+    return doc
+
+
+def test_with_short_labels_renames_entities_in_place():
+    nlp = spacy.blank("en")
+    doc = _doc(nlp, ["Serena", "Williams", "won", "Wimbledon"], [(0, 2, "person-athlete"), (3, 4, "event-other")])
+    (same,) = with_short_labels([doc])
+    assert same is doc
+    assert [(e.start, e.end, e.label_) for e in doc.ents] == [(0, 2, "athlete"), (3, 4, "event")]
+
+
+def test_pick_labels_and_demonstrations():
+    nlp = spacy.blank("en")
+    docs = [
+        _doc(nlp, ["Paris", "is", "big", "and", "old", "."], [(0, 1, "LOC")]),
+        _doc(nlp, ["Ann", "met", "Bob", "."], [(0, 1, "PER"), (2, 3, "PER")]),
+        _doc(nlp, ["Ann", "in", "Rome", "."], [(0, 1, "PER"), (2, 3, "LOC")]),
+        _doc(nlp, ["IBM", "."], [(0, 1, "ORG")]),
+    ]
+    assert pick_labels(docs, 2) == ["PER", "LOC"]  # most frequent first: PER 3, LOC 2; ORG (1) left out
+    assert pick_labels(docs[:1] + docs[3:], 2) == ["LOC", "ORG"]  # a tie goes by name
+    # greedy: the doc showing both labels first, then the shortest doc showing an uncovered one (none left: shortest)
+    chosen = pick_demonstrations(docs, ["LOC", "PER"], 2)
+    assert chosen[0] is docs[2] and chosen[1] is docs[3]
+
+
+def test_benchmark_runs_end_to_end_on_a_tiny_model(tmp_path):
+    """A DocBin with Few-NERD types, renamed short; both paths, two label counts, the ratio line; the fast path
+    processes at most 1.3x the lower bound of tokens (the random model writes nothing in 4 tokens, so the entity
+    comparison is trivial here: the real-model runs are in the README)."""
+    nlp = spacy.blank("en")
+    types = ["person-athlete", "location-other", "event-sportsevent"]
+    docs = [
+        _doc(nlp, [f"W{i}", "met", f"V{i}", "at", f"X{i}", "."], [(0, 1, types[i % 3]), (4, 5, types[(i + 1) % 3])])
+        for i in range(12)
+    ]
+    data = tmp_path / "data.spacy"
+    DocBin(docs=docs).to_disk(data)
+    args = ["benchmark", "--data", str(data), "--model", "tiny", "--pool", "8", "--sentences", "4"]
+    args += ["--naive-sentences", "2", "--labels", "2,3", "--templates", "shared", "--max-new-tokens", "4"]
+    args += ["--short-labels", "--extra-labels", "person-politician", "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| shared | 3 | pipe |" in result.output and "| shared | 2 | naive |" in result.output
+    assert "3 labels / 2 labels" in result.output
+    assert "| True |" in result.output and "False" not in result.output
+    pipe_rows = [line.split("|") for line in result.output.splitlines() if "| pipe |" in line]
+    assert len(pipe_rows) == 2 and all(float(row[7]) <= 1.3 for row in pipe_rows)  # x bound

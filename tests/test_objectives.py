@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -350,6 +351,17 @@ def test_noise_view_runs_only_what_the_sampled_tokens_need(tiny_model_dir, batch
     assert seen[0] == tuple(batch.input_ids.shape)
     assert seen[1] == (2, int(sentence[:, 1].max()) + 1) and seen[1][1] < length
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_noise_view_of_a_batch_without_entities(tiny_model_dir, batch):
+    """No anchor, no view needed: the noise pass is skipped and the loss is zero (it ran over nothing and failed)."""
+    model = lora_model(tiny_model_dir)
+    objective = HiddenStateContrastive(layer=1, noise=True)
+    objective.attach(model)
+    no_entities = dataclasses.replace(batch, token_types=batch.token_types.clamp(max=0))
+    loss = objective_loss(objective, model, no_entities)
+    assert loss.item() == 0.0 and loss.requires_grad
+    assert objective.noise_view(no_entities, torch.empty(0, dtype=torch.long)).shape == (0, model.config.hidden_size)
 
 
 def test_activation_checkpointing_keeps_the_first_capture(tiny_model_dir, batch):

@@ -340,8 +340,6 @@ class HiddenStateContrastive(ContrastiveObjective):
         if rows is None:
             rows = torch.arange(batch_size * length, device=batch.input_ids.device)
         sequences, positions = rows // length, rows % length
-        keep = torch.unique(sequences)
-        end = int(positions.max()) + 1 if rows.numel() else 1
         embeds = decoder.get_input_embeddings()(batch.input_ids)
         uniform = torch.rand(embeds.shape, generator=self.generator).to(embeds.device, embeds.dtype) * 2 - 1
         if self.noise_scale == "neftune":
@@ -353,6 +351,9 @@ class HiddenStateContrastive(ContrastiveObjective):
             uniform = uniform * scale[:, None, None]
         else:
             uniform = uniform * self.noise_alpha
+        if rows.numel() == 0:  # no token needs a view (a batch without entities); the noise was drawn all the same
+            return embeds.new_zeros((0, embeds.shape[-1]))
+        keep, end = torch.unique(sequences), int(positions.max()) + 1
         noised = (embeds + uniform)[keep, :end]
         mask = batch.attention_mask[keep, :end] if batch.attention_mask is not None else None
 

@@ -221,9 +221,9 @@ def benchmark(
     short_labels: bool = typer.Option(
         False, help="Rename Few-NERD types to their fine part (person-athlete -> athlete; --extra-labels too)."
     ),
-    batch_size: int = typer.Option(0, help="Rows decoded together in the fast path (0: by device, 64 CPU / 512 GPU)."),
+    batch_size: int = typer.Option(0, help="Rows decoded together in the fast path (0: by device, 256 CPU / 512 GPU)."),
     batch_tokens: int = typer.Option(
-        0, help="Tokens per prefill forward pass in the fast path (0: by device, 2048 CPU / 16384 GPU)."
+        0, help="Tokens per prefill forward pass in the fast path (0: by device, 8192 CPU / 16384 GPU)."
     ),
     max_new_tokens: int = typer.Option(32, help="Generation budget per prompt (both paths)."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),

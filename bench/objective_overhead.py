@@ -10,7 +10,9 @@ median over the rounds and its spread.
 
 A step here is the trainer's `training_step` (forward with the objectives' hooks, NLL + weighted terms, backward),
 then an optimiser update of the LoRA weights and zeroed gradients, as in training. The objectives are the configs'
-own (weights, layer, temperature, noise), attached for their variant's step only.
+own (weights, layer, temperature, noise), attached for their variant's step only. After each round's steps, the
+noised view's forward is also timed alone on the same batch (row "noise pass alone"): its ratio to the SFT step is
+the noise's share of "CL + noise", with far less spread than the whole steps' ratios.
 
     python bench/objective_overhead.py --rounds 8 --batch-size 8 --threads 2
 """
@@ -28,6 +30,7 @@ import torch
 from spacy.util import registry
 from training_objectives import CLLMFS, corpus  # bench/ is on sys.path when a script of it runs
 
+from spacy_fsner.training.objectives import ContrastiveBatch, HiddenStateContrastive
 from spacy_fsner.training.run import load_config, prepare_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +50,25 @@ def objectives() -> dict[str, list]:
         "sft+cl+noise": [resolve(cl, noise=True)],
         "sft+attention-cl": [resolve(attention)],
     }
+
+
+NOISE_PASS = "noise pass alone"
+"""The noised view's own forward (`HiddenStateContrastive.noise_view` on the batch's anchors), timed by itself after
+each round's steps: the part of "CL + noise" that the CL term alone does not pay."""
+
+
+def time_noise_pass(objective: HiddenStateContrastive, model: torch.nn.Module, batch: dict) -> float:
+    inputs = dict(batch)
+    contrastive = ContrastiveBatch.pop_from(inputs)
+    objective.attach(model)
+    try:
+        rows = objective.sample_tokens(contrastive.token_types)
+        anchors = rows[contrastive.token_types.reshape(-1)[rows] >= 1]
+        start = time.perf_counter()
+        objective.noise_view(contrastive, anchors)
+        return time.perf_counter() - start
+    finally:
+        objective.detach()
 
 
 def main() -> None:
@@ -80,8 +102,8 @@ def main() -> None:
         trainer.current_gradient_accumulation_steps = 1  # set by `train()`, which this loop replaces
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         names = list(variants)
-        times: dict[str, list[float]] = {name: [] for name in names}
-        ratios: dict[str, list[float]] = {name: [] for name in names}
+        times: dict[str, list[float]] = {name: [] for name in [*names, NOISE_PASS]}
+        ratios: dict[str, list[float]] = {name: [] for name in [*names, NOISE_PASS]}
         tokens = []
         for round_ in range(args.rounds + 1):
             batch = batches[round_ % len(batches)]
@@ -99,9 +121,10 @@ def main() -> None:
                 seconds[name] = time.perf_counter() - start
                 for objective in trainer.objectives:
                     objective.detach()
+            seconds[NOISE_PASS] = time_noise_pass(variants["sft+cl+noise"][0], model, batch)
             if round_ == 0:  # warm-up: first calls allocate and pick kernels
                 continue
-            for name in names:
+            for name in [*names, NOISE_PASS]:
                 times[name].append(seconds[name])
                 ratios[name].append(seconds[name] / seconds["sft"])
             print(json.dumps({"round": round_, **{k: round(v, 3) for k, v in seconds.items()}}), flush=True)
@@ -110,10 +133,11 @@ def main() -> None:
             "variant": name,
             "median_s_per_step": statistics.median(times[name]),
             "median_x_sft": statistics.median(ratios[name]),
+            "total_x_sft": sum(times[name]) / sum(times["sft"]),
             "min_x_sft": min(ratios[name]),
             "max_x_sft": max(ratios[name]),
         }
-        for name in names
+        for name in [*names, NOISE_PASS]
     ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
@@ -121,11 +145,12 @@ def main() -> None:
         f"\n{args.model}: {args.rounds} rounds of {len(names)} paired steps, batches of {args.batch_size} records "
         f"({statistics.mean(tokens):.0f} tokens on average), {args.threads} threads\n"
     )
-    print("| variant | median s/step | median x SFT (paired) | min-max x SFT |\n|---|---:|---:|---:|")
+    print("| variant | median s/step | median x SFT (paired) | min-max x SFT | total s / SFT's |")
+    print("|---|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row['variant']} | {row['median_s_per_step']:.2f} | {row['median_x_sft']:.3f} | "
-            f"{row['min_x_sft']:.3f}-{row['max_x_sft']:.3f} |"
+            f"{row['min_x_sft']:.3f}-{row['max_x_sft']:.3f} | {row['total_x_sft']:.3f} |"
         )
 
 

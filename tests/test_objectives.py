@@ -325,32 +325,69 @@ def test_noise_view_is_an_extra_positive(tiny_model_dir, batch):
     # the noised twin is nearly identical to its anchor, so it is an easy positive: the loss drops
     assert with_noise < without
     hidden = plain._captures["hidden"]
-    view = noised.noise_view(batch)
-    assert view.shape == (hidden.shape[0] * hidden.shape[1], hidden.shape[2]) and not view.requires_grad
-    assert not torch.allclose(view, hidden.reshape(view.shape))
+    view = noised.noise_view(batch)  # every unpadded token
+    real = batch.attention_mask.reshape(-1).bool()
+    assert view.shape == (int(real.sum()), hidden.shape[2]) and not view.requires_grad
+    assert not torch.allclose(view, hidden.reshape(-1, hidden.shape[2])[real])
+
+
+def padded_noise_pass(objective: HiddenStateContrastive, model, batch: ContrastiveBatch) -> torch.Tensor:
+    """Reference for `noise_view`: the whole padded batch with the same noise, through every layer ([B, T, d])."""
+    generator_state = objective.generator.get_state()
+    embeds = model.get_input_embeddings()(batch.input_ids)
+    uniform = torch.rand(embeds.shape, generator=objective.generator) * 2 - 1
+    objective.generator.set_state(generator_state)
+    lengths = batch.attention_mask.sum(1).float()
+    noised = embeds + uniform * (objective.noise_alpha / torch.sqrt(lengths * embeds.shape[-1]))[:, None, None]
+    captured = []
+    layer = model.get_base_model().model.layers[objective.layer_index]
+    handle = layer.register_forward_hook(lambda m, a, o: captured.append(o[0] if isinstance(o, tuple) else o))
+    with objective.paused():
+        model(inputs_embeds=noised, attention_mask=batch.attention_mask, use_cache=False)
+    handle.remove()
+    return captured[0]
 
 
 def test_noise_view_runs_only_what_the_sampled_tokens_need(tiny_model_dir, batch):
-    """The pass over the sequences holding a sampled token, cut after the last one, gives the full pass's values."""
+    """The sequences holding a sampled token, each cut after its own last one and packed into one row, give the
+    values of the whole padded batch's pass."""
     model = lora_model(tiny_model_dir)
-    full, trimmed = HiddenStateContrastive(layer=1, noise=True), HiddenStateContrastive(layer=1, noise=True)
-    full.attach(model)
-    trimmed.attach(model)
+    objective = HiddenStateContrastive(layer=1, noise=True)
+    objective.attach(model)
     length = batch.input_ids.shape[1]
-    sentence = (batch.token_types[1:3] >= 0).nonzero()  # tokens of rows 1 and 2 only, which end before the answer
+    sentence = (batch.token_types[1:3] >= 0).nonzero()  # [row - 1, position] of the sentence tokens of rows 1, 2
+    sentence = torch.cat([sentence[sentence[:, 0] == 0], sentence[sentence[:, 0] == 1][:3]])  # row 2: first 3 only
     rows = (sentence[:, 0] + 1) * length + sentence[:, 1]
+    ends = [int(sentence[sentence[:, 0] == row, 1].max()) + 1 for row in (0, 1)]
+    assert ends[1] < ends[0] < length
     seen = []
     layer = model.get_base_model().model.layers[0]
     handle = layer.register_forward_hook(
         lambda m, a, o: seen.append(tuple(o[0].shape[:2] if isinstance(o, tuple) else o.shape[:2]))
     )
     with torch.no_grad():
-        expected = full.noise_view(batch)[rows]
-        got = trimmed.noise_view(batch, rows)
+        expected = padded_noise_pass(objective, model, batch).reshape(-1, model.config.hidden_size)[rows]
+        seen.clear()
+        got = objective.noise_view(batch, rows)
     handle.remove()
-    assert seen[0] == tuple(batch.input_ids.shape)
-    assert seen[1] == (2, int(sentence[:, 1].max()) + 1) and seen[1][1] < length
+    assert seen == [(1, sum(ends))]  # one packed row, each sequence up to its own last needed token, no padding
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # every unpadded token of the batch, packed the same way
+        expected = padded_noise_pass(objective, model, batch).reshape(-1, model.config.hidden_size)
+        got = objective.noise_view(batch)
+    torch.testing.assert_close(got, expected[batch.attention_mask.reshape(-1).bool()], rtol=1e-4, atol=1e-5)
+
+
+def test_noise_view_needs_right_padding(tiny_model_dir, batch):
+    model = lora_model(tiny_model_dir)
+    objective = HiddenStateContrastive(layer=1, noise=True)
+    objective.attach(model)
+    left_padded = dataclasses.replace(batch, attention_mask=batch.attention_mask.flip(1))
+    rows = torch.tensor([batch.input_ids.shape[1] - 1])  # the last position of row 0: padding before it now
+    if bool(left_padded.attention_mask[0].all()):
+        pytest.skip("row 0 of the test batch has no padding")
+    with pytest.raises(ValueError, match="right-padded"):
+        objective.noise_view(left_padded, rows)
 
 
 def test_noise_view_of_a_batch_without_entities(tiny_model_dir, batch):

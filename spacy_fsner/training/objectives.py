@@ -275,9 +275,10 @@ class HiddenStateContrastive(ContrastiveObjective):
     Noise view ("CL + Noise", Table 2): a second forward pass of the batch with uniform noise added to the input
     embeddings; each entity token's noised representation is an extra positive for it. The pass runs without
     gradient by default (the noised view is a fixed target, like a stop-gradient branch), only over the sequences
-    with an entity token, cut after their last one, and stops right after the chosen layer (a hook raises), so it
-    costs less than (layer_index + 1) / num_layers of one forward pass and no backward and no LM head; with
-    `noise_grad=True` both views are trained (SimCSE-style) and the backward of that partial pass is paid too.
+    with an entity token, each cut after its own last one and packed into one row (no padding), and stops right
+    after the chosen layer (a hook raises), so it costs less than (layer_index + 1) / num_layers of one forward pass
+    and no backward and no LM head; with `noise_grad=True` both views are trained (SimCSE-style) and the backward
+    of that partial pass is paid too.
     """
 
     def __init__(
@@ -325,20 +326,23 @@ class HiddenStateContrastive(ContrastiveObjective):
         return torch.cat([entities, others])
 
     def noise_view(self, batch: ContrastiveBatch, rows: Tensor | None = None) -> Tensor:
-        """Output of the chosen layer at the flat token indices `rows` (all tokens when None: [B * T, d]) for the
-        batch with noise on the input embeddings.
+        """Output of the chosen layer at the flat token indices `rows` ([len(rows), d]; every unpadded token, in
+        flat order, when None) for the batch with noise on the input embeddings.
 
         noise ~ U(-1, 1) * alpha / sqrt(L * d) per sequence (NEFTune's scaling, L = that sequence's unpadded length,
         d = hidden size) with `noise_scale="neftune"`, or U(-alpha, alpha) with `noise_scale="absolute"`.
 
-        The pass runs only what those tokens depend on (the model is causal): the sequences that hold one, cut
-        after the last one (the response and the answer after the sentence are not run). The noise is drawn for
-        the whole batch first, so the values are those of the full pass.
+        The pass runs only what those tokens depend on (the model is causal): each sequence that holds one, cut
+        after its own last one (the rest of the sentence, the response and the padding are not run). The cut
+        sequences are packed into one row, each with its own positions from 0, so attention stays within a
+        sequence (transformers' packed-sequence mask) and no padding is computed. The noise is drawn for the whole
+        batch first, so the values are those of the full pass.
         """
         decoder = self._decoder
         batch_size, length = batch.input_ids.shape
         if rows is None:
-            rows = torch.arange(batch_size * length, device=batch.input_ids.device)
+            real = batch.attention_mask if batch.attention_mask is not None else torch.ones_like(batch.input_ids)
+            rows = real.reshape(-1).nonzero().squeeze(-1)
         sequences, positions = rows // length, rows % length
         embeds = decoder.get_input_embeddings()(batch.input_ids)
         uniform = torch.rand(embeds.shape, generator=self.generator).to(embeds.device, embeds.dtype) * 2 - 1
@@ -353,9 +357,21 @@ class HiddenStateContrastive(ContrastiveObjective):
             uniform = uniform * self.noise_alpha
         if rows.numel() == 0:  # no token needs a view (a batch without entities); the noise was drawn all the same
             return embeds.new_zeros((0, embeds.shape[-1]))
-        keep, end = torch.unique(sequences), int(positions.max()) + 1
-        noised = (embeds + uniform)[keep, :end]
-        mask = batch.attention_mask[keep, :end] if batch.attention_mask is not None else None
+        keep = torch.unique(sequences)
+        ends = torch.zeros(batch_size, dtype=torch.long, device=rows.device).scatter_reduce(
+            0, sequences, positions + 1, reduce="amax"
+        )[keep]
+        cuts = list(zip(keep.tolist(), ends.tolist(), strict=True))  # (sequence, tokens it needs)
+        mask = batch.attention_mask
+        if mask is not None and not all(bool(mask[seq, :end].all()) for seq, end in cuts):
+            raise ValueError(
+                f"{self.name}: the noise view needs right-padded batches (padding only after a sequence's tokens), "
+                "as `ContrastiveCollator` builds them; this batch has padding before a token that needs a view."
+            )
+        noised = embeds + uniform
+        packed = torch.cat([noised[seq, :end] for seq, end in cuts])[None]
+        position_ids = torch.cat([torch.arange(end, device=rows.device) for _, end in cuts])[None]
+        offsets = torch.cumsum(ends, 0) - ends  # where each kept sequence starts in the packed row
 
         def stop(module: nn.Module, args: Any, output: Any) -> None:
             raise _StopForward(_first_tensor(output))
@@ -363,9 +379,9 @@ class HiddenStateContrastive(ContrastiveObjective):
         handle = decoder.layers[self.layer_index].register_forward_hook(stop)
         try:
             with self.paused(), torch.set_grad_enabled(self.noise_grad and torch.is_grad_enabled()):
-                decoder(inputs_embeds=noised, attention_mask=mask, use_cache=False)
+                decoder(inputs_embeds=packed, position_ids=position_ids, attention_mask=None, use_cache=False)
         except _StopForward as stopped:
-            return stopped.output[torch.searchsorted(keep, sequences), positions]
+            return stopped.output[0, offsets[torch.searchsorted(keep, sequences)] + positions]
         finally:
             handle.remove()
         raise RuntimeError(f"{self.name}: the noise pass never reached layer {self.layer_index}.")

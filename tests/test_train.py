@@ -75,6 +75,17 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_adapter(corpu
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_with_other_settings_does_not_resume_another_runs_checkpoints(corpus, tiny_model_dir, tmp_path):
+    run_training(CONFIG, tmp_path / "used", _overrides(corpus, tiny_model_dir, max_steps=2))
+    changed = _overrides(corpus, tiny_model_dir, learning_rate=0.001)
+    run_training(CONFIG, tmp_path / "used", changed)  # holds checkpoint-2 of a run at another learning rate
+    run_training(CONFIG, tmp_path / "fresh", changed)
+    assert json.loads((tmp_path / "used" / "metrics.json").read_text())["settings"]["resumed_from"] is None
+    fresh, used = _adapter(tmp_path / "fresh"), _adapter(tmp_path / "used")
+    for key in fresh:
+        torch.testing.assert_close(used[key], fresh[key], rtol=1e-5, atol=1e-6)
+
+
 def test_a_configured_adapter_is_continued(corpus, tiny_model_dir, tmp_path):
     run_training(CONFIG, tmp_path / "source", _overrides(corpus, tiny_model_dir, max_steps=2))
     source = _adapter(tmp_path / "source")

@@ -9,7 +9,8 @@ after SFT), that adapter (`adapter`). `run_training` writes to the output direct
 - `pipeline/`: a complete spaCy pipeline with the adapter inside (`spacy.load` works on it anywhere the base model
   can be found: a hub id or a `fetch-model` name, never a path into this machine's training directory);
 - `metrics.json`: the settings and the log history (NLL, each objective, DPO rewards), and `curves.png`;
-- `checkpoints/`: the trainer's checkpoints; a killed run started again resumes from the last one.
+- `checkpoints/`: the trainer's checkpoints; a killed run started again resumes from the last one, a run with other
+  settings or data starts afresh (see `checkpoints.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from spacy.util import load_model_from_config, registry
 
 from ..models.loading import load_base_model, load_tokenizer, model_location
 from ..retrieval.retrievers import Retriever
+from .checkpoints import resume_point, run_identity
 from .settings import LoraSettings
 
 STAGES = ("sft", "dpo")
@@ -198,8 +200,9 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     stage = prepare_stage(config_path, overrides)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    inputs = {"training corpus": stage.train_path, "continued adapter": stage.nlp.get_pipe("fsner").model.adapter}
+    checkpoint = resume_point(output / "checkpoints", run_identity(stage.config, inputs))
     trainer, examples = stage.trainer(output / "checkpoints")
-    checkpoint = _last_checkpoint(output / "checkpoints")
     trainer.train(resume_from_checkpoint=checkpoint)
     if hasattr(trainer, "remove_hooks"):
         trainer.remove_hooks()
@@ -317,12 +320,6 @@ def _trainer_args(settings: TrainSettings) -> dict[str, Any]:
         "seed": settings.seed,
         "disable_tqdm": False,
     }
-
-
-def _last_checkpoint(directory: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
 
 
 def _save_pipeline(

@@ -1,0 +1,93 @@
+"""Whether a training run may resume from the checkpoints in its output directory.
+
+A run keeps its trainer checkpoints in `OUTPUT/checkpoints`, next to `run.json`: what decides the run, namely the
+interpolated config (without `train.threads`, which sets the speed, not the result) and digests of the training
+corpus and of the adapter it continues. Started again into the same output directory, a run resumes from the last
+checkpoint only when that record matches (a killed run started again). Checkpoints of a run with other settings or
+other data are removed, with a message naming what changed: resuming them would restore the old run's step,
+optimiser state and learning-rate schedule, and the new settings would be silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from confection import Config
+
+RUN_FILE = "run.json"
+IGNORED_SETTINGS = ("train.threads",)
+"""Settings that change how fast a run goes, not what it trains: a killed run may resume with other values."""
+
+
+def run_identity(config: Config, inputs: dict[str, str | Path | None]) -> dict[str, Any]:
+    """What decides a run: the interpolated config, flattened to dotted keys, and a digest of each input path (a file
+    or a directory; None for an input the run does not have)."""
+    flat = _flatten(json.loads(json.dumps(Config(config).interpolate(), default=str)))
+    for key in IGNORED_SETTINGS:
+        flat.pop(key, None)
+    digests = {name: None if path is None else _digest(Path(path)) for name, path in inputs.items()}
+    return {"config": flat, "inputs": digests}
+
+
+def resume_point(directory: Path, identity: dict[str, Any]) -> str | None:
+    """The checkpoint to resume from (None: start afresh), after clearing `directory` of another run's checkpoints;
+    records `identity` in `directory/run.json` for the next start."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    directory = Path(directory)
+    last = get_last_checkpoint(str(directory)) if directory.is_dir() else None
+    record = directory / RUN_FILE
+    previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    if last is not None and previous == identity:
+        return last
+    if last is not None:
+        print(
+            f"{directory} holds checkpoints of another run ({describe_changes(previous, identity)}): starting "
+            "afresh and removing them. (A killed run with unchanged settings and data resumes instead.)"
+        )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return None
+
+
+def describe_changes(previous: dict[str, Any] | None, current: dict[str, Any]) -> str:
+    """What differs between two run identities, for a message (at most 5 settings named)."""
+    if previous is None:
+        return "no record of their settings"
+    old, new = previous.get("config", {}), current["config"]
+    keys = sorted(old.keys() | new.keys())
+    changes = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
+    if len(changes) > 5:
+        changes = [*changes[:5], f"{len(changes) - 5} more settings"]
+    for name, digest in current["inputs"].items():
+        if previous.get("inputs", {}).get(name) != digest:
+            changes.append(f"the {name} changed")
+    return "; ".join(changes) or "same settings, other record format"
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _digest(path: Path) -> str | None:
+    """sha256 of a file's bytes, or of a directory's relative file names and bytes; None when the path is missing."""
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else "").encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -15,7 +15,7 @@ def train_command(
         "-o",
         file_okay=False,
         help="Directory for adapter, pipeline, "
-        "metrics.json, curves.png and checkpoints (a killed run resumes from it).",
+        "metrics.json, curves.png and checkpoints (a killed run of the same settings and data resumes from them).",
     ),
 ) -> None:
     """Train the fsner pipeline of CONFIG (one stage: SFT with its objectives, or DPO), like `spacy train`:

@@ -81,3 +81,24 @@ def test_a_directory_input_is_digested_by_names_and_bytes(tmp_path):
     second = run_identity(CONFIG, {"continued adapter": adapter})
     assert first["inputs"] != second["inputs"]
     assert describe_changes(first, second) == "the continued adapter changed"
+
+
+def test_only_the_trainers_checkpoint_folders_are_removed(tmp_path):
+    fake_checkpoints(tmp_path / "checkpoints", 2)
+    (tmp_path / "checkpoints" / "notes.txt").write_text("mine")
+    (tmp_path / "checkpoints" / "checkpoint-best").mkdir()  # not a trainer's numbered folder
+    assert resume_point(tmp_path / "checkpoints", identity(tmp_path)) is None
+    assert not (tmp_path / "checkpoints" / "checkpoint-2").exists()
+    assert (tmp_path / "checkpoints" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "checkpoints" / "checkpoint-best").is_dir()
+
+
+def test_the_spelling_of_an_input_path_does_not_make_another_run(tmp_path, monkeypatch):
+    (tmp_path / "corpus.spacy").write_bytes(b"docs")
+    monkeypatch.chdir(tmp_path)
+    spelled = [
+        run_identity(Config(CONFIG).merge({"paths": {"train": name}}), {"training corpus": name})
+        for name in ("corpus.spacy", "./corpus.spacy", str(tmp_path / "corpus.spacy"))
+    ]
+    assert spelled[0] == spelled[1] == spelled[2]
+    assert "paths.train" not in spelled[0]["config"]

@@ -97,13 +97,13 @@ def collate(records: list[dict], pad_id: int) -> ContrastiveBatch:
     return ContrastiveBatch(ids, mask, types, positions, spans, [r["label"] for r in records])
 
 
-def lora_model(model_dir: Path, seed: int = 0):
+def lora_model(model_dir: Path, seed: int = 0, dropout: float = 0.0):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout))
 
 
 @pytest.fixture(scope="module")
@@ -378,14 +378,49 @@ def test_noise_view_runs_only_what_the_sampled_tokens_need(tiny_model_dir, batch
     torch.testing.assert_close(got, expected[batch.attention_mask.reshape(-1).bool()], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("cuts", [[(1, 1)], [(0, 1), (2, 1)], [(2, 5)]])
+def test_noise_view_of_one_sequence_or_one_token_cuts(tiny_model_dir, batch, cuts):
+    """(row, tokens) cuts: one kept sequence (no packing at all), and 1-token sequences packed side by side."""
+    model = lora_model(tiny_model_dir)
+    objective = HiddenStateContrastive(layer=1, noise=True)
+    objective.attach(model)
+    length = batch.input_ids.shape[1]
+    rows = torch.tensor([row * length + end - 1 for row, end in cuts])
+    with torch.no_grad():
+        expected = padded_noise_pass(objective, model, batch).reshape(-1, model.config.hidden_size)[rows]
+        got = objective.noise_view(batch, rows)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_noise_view_runs_without_dropout(tiny_model_dir, batch):
+    """The view differs from its anchor by the embedding noise only: LoRA's dropout is off in the noise pass (the same
+    noise gives the same view), and every module is back in its own mode afterwards."""
+    model = lora_model(tiny_model_dir, dropout=0.5).train()
+    with torch.no_grad():  # a trained adapter: LoRA's B starts at zero, and dropout before it would change nothing
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    model.get_base_model().lm_head.eval()  # a module in another mode than its parent keeps it
+    objective = HiddenStateContrastive(layer=1, noise=True)
+    objective.attach(model)
+    modes = {name: module.training for name, module in model.named_modules()}
+    state = objective.generator.get_state()
+    with torch.no_grad():
+        first = objective.noise_view(batch)
+        objective.generator.set_state(state)
+        second = objective.noise_view(batch)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert {name: module.training for name, module in model.named_modules()} == modes
+
+
 def test_noise_view_needs_right_padding(tiny_model_dir, batch):
     model = lora_model(tiny_model_dir)
     objective = HiddenStateContrastive(layer=1, noise=True)
     objective.attach(model)
     left_padded = dataclasses.replace(batch, attention_mask=batch.attention_mask.flip(1))
-    rows = torch.tensor([batch.input_ids.shape[1] - 1])  # the last position of row 0: padding before it now
-    if bool(left_padded.attention_mask[0].all()):
-        pytest.skip("row 0 of the test batch has no padding")
+    row = int(batch.attention_mask.sum(1).argmin())  # the most padded row
+    assert not bool(batch.attention_mask[row].all())
+    rows = torch.tensor([(row + 1) * batch.input_ids.shape[1] - 1])  # its last position: padding before it now
     with pytest.raises(ValueError, match="right-padded"):
         objective.noise_view(left_padded, rows)
 

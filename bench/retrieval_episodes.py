@@ -25,7 +25,7 @@ import spacy
 import torch
 
 from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.ensemble.el4ner import STAGES
+from spacy_fsner.ensemble.el4ner import EL4NER_STAGES
 from spacy_fsner.evaluation.protocols import evaluate_episodes
 
 RETRIEVERS = {
@@ -82,8 +82,8 @@ def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
             members = [rest]
         elif rest.startswith("no-"):
             stages = {rest.removeprefix("no-").replace("-", "_"): False}
-            if next(iter(stages)) not in STAGES:
-                raise ValueError(f"unknown stage in {run!r}: the stages are {list(STAGES)}")
+            if next(iter(stages)) not in EL4NER_STAGES:
+                raise ValueError(f"unknown stage in {run!r}: the stages are {list(EL4NER_STAGES)}")
         elif rest.startswith("reject"):
             reject_share = float(rest.removeprefix("reject"))
         elif rest:

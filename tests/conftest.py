@@ -56,9 +56,9 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama with a byte-level BPE tokenizer, built from the package's small corpus."""
-    from spacy_fsner.models.tiny import TinyModelSpec, build_tiny_model, read_corpus
+    from spacy_fsner.models.tiny import TinyModelSpec, build_tiny_model, tokenizer_texts
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), read_corpus(None), TinyModelSpec(hidden_size=32))
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"), tokenizer_texts(None), TinyModelSpec(hidden_size=32))
 
 
 def fsner_config(model_dir: Path, **model_settings) -> dict:
@@ -78,8 +78,7 @@ def _register_scripted_model() -> None:
     """`spacy_fsner.test.ScriptedLM.v1`: answers from a table {(label, text): [(entity, score), ...]}."""
     from spacy_llm.registry import registry as llm_registry
 
-    from spacy_fsner.decoding.generator import Generation
-    from spacy_fsner.pipeline.task import DocGenerations, DocPrompts
+    from spacy_fsner.ty import DocGenerations, DocPrompts, Generation
 
     class ScriptedLM:
         def __init__(self, answers: dict[str, list[list]]) -> None:

@@ -11,7 +11,8 @@ from spacy.tokens import Doc, Span
 
 from spacy_fsner.data.readers import Episode
 from spacy_fsner.evaluation.protocols import evaluate_episodes
-from spacy_fsner.training.adaptation import EPISODE_ADAPTER, FineTuneAdaptation, InContextAdaptation
+from spacy_fsner.pipeline.adaptation import InContextAdaptation
+from spacy_fsner.training.adaptation import EPISODE_ADAPTER, FineTuneAdaptation
 
 torch.set_num_threads(1)
 

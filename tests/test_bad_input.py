@@ -59,9 +59,9 @@ def test_hub_id_without_network_or_cache_explains_what_to_do(monkeypatch):
 def test_adapter_that_does_not_fit_the_base_model(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from spacy_fsner.models.tiny import TinyModelSpec, build_tiny_model, read_corpus
+    from spacy_fsner.models.tiny import TinyModelSpec, build_tiny_model, tokenizer_texts
 
-    other = build_tiny_model(tmp_path / "other", read_corpus(None), TinyModelSpec(hidden_size=48, num_heads=4))
+    other = build_tiny_model(tmp_path / "other", tokenizer_texts(None), TinyModelSpec(hidden_size=48, num_heads=4))
     from transformers import AutoModelForCausalLM
 
     get_peft_model(

@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spacy_fsner.decoding.alignment import align_in_order, align_jointly
-from spacy_fsner.decoding.constraint import ResponseFormat, SubstringConstraint
-from spacy_fsner.decoding.generator import ConstrainedGenerator, Generation, GenerationRequest, decode_generated
-from spacy_fsner.decoding.parsing import parse_response
+from spacy_fsner.decoding.constraint import SubstringConstraint
+from spacy_fsner.decoding.generator import ConstrainedGenerator, decode_generated
+from spacy_fsner.decoding.parsing import parse_generation, parse_response
 from spacy_fsner.decoding.vocab import TokenTrie, token_bytes
 from spacy_fsner.pipeline.chunking import token_boundaries
-from spacy_fsner.pipeline.task import DocGenerations, FewShotNERTask
+from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import alpaca_template_v1, cllmfs_template_v1
+from spacy_fsner.ty import DocGenerations, Generation, GenerationRequest, ResponseFormat
 
 FMT = ResponseFormat()
 NLP = spacy.blank("en")
@@ -176,7 +177,7 @@ def test_batched_cached_generation_equals_one_generate_call_per_prompt(model_and
     assert [g.finished for g in batched] == [g.finished for g in alone]
     for a, b in zip(batched, alone, strict=True):
         assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
-    assert any(g.parse().entities for g in batched), "the random model should write some entities"
+    assert any(parse_generation(g).entities for g in batched), "the random model should write some entities"
 
 
 def test_parse_scores_each_entity_by_the_tokens_that_wrote_it():
@@ -227,7 +228,7 @@ def test_generation_stopped_inside_a_multibyte_character_parses_to_a_copy_of_the
     )
     assert generation.text == " <<< Nadim >>> <<< Nadim Ladki "
     assert generation.token_ends[-1] == len(data) > len(generation.text.encode())  # offsets stay on the bytes
-    parsed = generation.parse()
+    parsed = parse_generation(generation)
     assert [(e.text, e.score) for e in parsed.entities] == [("Nadim", -2.0)]
     assert parsed.unterminated == "Nadim Ladki" and parsed.unterminated in EMOJI_SOURCE
 
@@ -241,9 +242,9 @@ def test_generator_output_stopped_inside_a_multibyte_character_drops_the_partial
     generation = generator._generation(ids, [-1.0] * len(ids), False, FMT)
     assert generation.text == " <<< Nadim Ladki "
     assert generation.token_ends == list(range(1, len(data) + 1))
-    assert generation.parse().unterminated == "Nadim Ladki"
+    assert parse_generation(generation).unterminated == "Nadim Ladki"
     whole = generator._generation(ids + [single_byte[EMOJI[3:]]], [-1.0] * (len(ids) + 1), False, FMT)
-    assert whole.text == " <<< Nadim Ladki 😀" and whole.parse().unterminated == "Nadim Ladki 😀"
+    assert whole.text == " <<< Nadim Ladki 😀" and parse_generation(whole).unterminated == "Nadim Ladki 😀"
 
 
 # --- joint alignment across labels ------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from spacy.tokens import Doc, Span
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOTrainer
 
-from spacy_fsner.data.preferences import PreferencePair, boundary_shift_pairs, dpo_dataset, dpo_records
 from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.training.dpo_trainer import PreferenceDPOTrainer, build_dpo_trainer, dpo_config, load_sft_adapter
+from spacy_fsner.training.preference_pairs import PreferencePair, boundary_shift_pairs, dpo_dataset, dpo_records
 
 torch.set_num_threads(1)
 

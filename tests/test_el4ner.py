@@ -9,7 +9,7 @@ from spacy.training import Example
 from spacy_llm.registry import registry as llm_registry
 from test_retrieval import ToyEmbeddings, doc
 
-from spacy_fsner.decoding.generator import Generation
+from spacy_fsner.ty import Generation
 
 LABELS = ["PER", "LOC", "ORG"]
 POOL = [

@@ -21,10 +21,10 @@ from spacy.vocab import Vocab
 
 from spacy_fsner.data.readers import read_conll, read_tagged
 from spacy_fsner.decoding import alignment
-from spacy_fsner.decoding.generator import Generation
 from spacy_fsner.pipeline import task as task_module
-from spacy_fsner.pipeline.task import DocGenerations, DocPrompts, FewShotNERTask
+from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import PromptTemplate, alpaca_template_v1, cllmfs_template_v1
+from spacy_fsner.ty import DocGenerations, DocPrompts, Generation
 
 DATASETS = {
     "conll2003": ("conll2003/eng.testb", read_conll),

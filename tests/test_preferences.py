@@ -11,7 +11,10 @@ from spacy.tokens import Doc, Span, SpanGroup
 from test_sft_records import make_doc  # tests/ is on sys.path under pytest
 from transformers import AutoTokenizer
 
-from spacy_fsner.data.preferences import (
+from spacy_fsner.decoding.generator import ConstrainedGenerator, encode_completion
+from spacy_fsner.pipeline.task import FewShotNERTask
+from spacy_fsner.prompts.templates import alpaca_template_v1
+from spacy_fsner.training.preference_pairs import (
     DPO_FEATURES,
     PreferencePair,
     boundary_shift_pairs,
@@ -19,10 +22,7 @@ from spacy_fsner.data.preferences import (
     dpo_records,
     error_feedback_pairs,
 )
-from spacy_fsner.decoding.constraint import ResponseFormat
-from spacy_fsner.decoding.generator import ConstrainedGenerator, GenerationRequest, encode_completion
-from spacy_fsner.pipeline.task import FewShotNERTask
-from spacy_fsner.prompts.templates import alpaca_template_v1
+from spacy_fsner.ty import GenerationRequest, ResponseFormat
 
 LABELS = ["PER", "LOC", "ORG"]
 NLP = spacy.blank("en")

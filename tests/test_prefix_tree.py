@@ -12,9 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spacy_fsner.decoding.generator import ConstrainedGenerator, GenerationRequest, prompt_tree_tokens
+from spacy_fsner.decoding.generator import ConstrainedGenerator, prompt_tree_tokens
+from spacy_fsner.decoding.parsing import parse_generation
 from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import PromptContext, cllmfs_template_v1, shared_input_template_v1
+from spacy_fsner.ty import GenerationRequest
 
 NLP = spacy.blank("en")
 LABELS = {"PER": "a person", "LOC": "a place", "organization-government/governmentagency": None}
@@ -68,7 +70,7 @@ def test_tree_generation_equals_one_generate_call_per_prompt(
     assert [g.finished for g in batched] == [g.finished for g in alone]
     for a, b in zip(batched, alone, strict=True):
         assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
-    assert sum(bool(g.parse().entities) for g in batched) >= 3, "the random model should write some entities"
+    assert sum(bool(parse_generation(g).entities) for g in batched) >= 3, "the random model should write some entities"
 
 
 def test_shared_input_computes_the_sentence_once_for_all_labels(model_and_tokenizer, shared_data):

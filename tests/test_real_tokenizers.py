@@ -27,10 +27,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from spacy_fsner.data.readers import read_conll, read_tagged
 from spacy_fsner.decoding.constraint import SubstringConstraint
-from spacy_fsner.decoding.generator import ConstrainedGenerator, GenerationRequest
+from spacy_fsner.decoding.generator import ConstrainedGenerator
+from spacy_fsner.decoding.parsing import parse_generation
 from spacy_fsner.decoding.vocab import TokenTrie, _decoder_kind
 from spacy_fsner.pipeline.chunking import token_boundaries
 from spacy_fsner.prompts.templates import PromptTemplate, alpaca_template_v1, cllmfs_template_v1
+from spacy_fsner.ty import GenerationRequest
 
 pytestmark = pytest.mark.slow
 
@@ -326,7 +328,7 @@ def test_real_model_writes_only_token_aligned_substrings(real, samples):
     elapsed = time.perf_counter() - started
     written = []
     for request, generation in zip(requests, generations, strict=True):
-        parsed = generation.parse()
+        parsed = parse_generation(generation)
         for entity in parsed.entities:
             written.append(entity.text)
             assert _aligned(request.source, entity.text, request.starts, request.ends), (

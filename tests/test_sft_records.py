@@ -14,10 +14,10 @@ import spacy
 from spacy.tokens import Doc, Span
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from spacy_fsner.data.sft import SFT_FEATURES, sft_dataset, sft_records
 from spacy_fsner.decoding.generator import ConstrainedGenerator, encode_completion, encode_prompt
 from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import alpaca_template_v1, shared_input_template_v1
+from spacy_fsner.training.sft_records import SFT_FEATURES, sft_dataset, sft_records
 
 LABELS = ["PER", "LOC", "ORG", "MISC"]
 DEFINITIONS = {"PER": "a specific person's name", "LOC": "a named place"}

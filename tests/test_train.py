@@ -236,8 +236,8 @@ def test_the_shared_input_template_trains_like_the_papers_templates(corpus, tiny
 def test_ifwraner_trains_with_retrieved_demonstrations_never_the_sentence_itself(corpus, tiny_model_dir, tmp_path):
     """Every record's prompt shows the k most similar other training sentences; embedding noise is on; the saved
     pipeline keeps the training sentences as its pool and retrieves for new input."""
-    from spacy_fsner.data.sft import gold_chunks
     from spacy_fsner.training.run import build_pipeline, load_config
+    from spacy_fsner.training.sft_records import gold_chunks
 
     config = REPO / "configs" / "ifwraner.cfg"
     run_training(config, tmp_path / "out", _overrides(corpus, tiny_model_dir, max_steps=2))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from ..pipeline.task import DocGenerations
+from ..ty import DocGenerations
 from ._app import app
 
 TEMPLATES = {"cllmfs": "spacy_fsner.CLLMFSTemplate.v1", "shared": "spacy_fsner.SharedInputTemplate.v1"}
@@ -241,9 +241,9 @@ def benchmark(
     import spacy
     import torch
 
+    from ..data.readers import read_corpus as read_gold_docs
     from ..decoding.generator import prompt_tree_tokens
-    from ..evaluation.protocols import read_corpus as read_gold_docs
-    from ..models.tiny import TinyModelSpec, build_tiny_model, read_corpus
+    from ..models.tiny import TinyModelSpec, build_tiny_model, tokenizer_texts
 
     if threads:
         torch.set_num_threads(threads)
@@ -269,7 +269,7 @@ def benchmark(
         name = model
         if model == "tiny":
             spec = TinyModelSpec(256, 4, num_heads=8, num_kv_heads=4, intermediate_size=1024, vocab_size=4096)
-            model = str(build_tiny_model(Path(tmp), read_corpus(None) + texts, spec))
+            model = str(build_tiny_model(Path(tmp), tokenizer_texts(None) + texts, spec))
             name = "random 4-layer hidden-256 Llama"
         if adapter:
             name += f" + LoRA adapter {adapter}"

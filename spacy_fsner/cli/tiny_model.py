@@ -18,8 +18,8 @@ def tiny_model(
     seed: int = typer.Option(0, help="Seed for the random weights."),
 ) -> None:
     """Build a randomly initialised Llama-architecture model with a byte-level BPE tokenizer."""
-    from ..models.tiny import TinyModelSpec, build_tiny_model, read_corpus
+    from ..models.tiny import TinyModelSpec, build_tiny_model, tokenizer_texts
 
     spec = TinyModelSpec(hidden_size, layers, heads, kv_heads, intermediate_size, vocab_size, seed=seed)
-    build_tiny_model(output, read_corpus(text), spec)
+    build_tiny_model(output, tokenizer_texts(text), spec)
     typer.echo(f"Saved a tiny Llama ({layers} layers, hidden {hidden_size}) and its tokenizer to {output}")

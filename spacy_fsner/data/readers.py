@@ -5,11 +5,12 @@ Formats: CoNLL (`read_conll`), token-tag files (`read_tagged`) and Few-NERD epis
 """
 
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.vocab import Vocab
 
@@ -80,6 +81,24 @@ def read_docs(
             f"episode files are IO-tagged; scheme {scheme!r} does not apply to {path} (use 'auto' or 'io')"
         )
     return list(_episode_docs(read_episodes(path, vocab), include_support))
+
+
+def read_corpus(
+    data: str | Path,
+    nlp: Language,
+    *,
+    data_format: str = "auto",
+    scheme: str = "auto",
+    limit: int = 0,
+    include_support: bool = False,
+) -> list[Doc]:
+    """The gold docs of a DocBin (`.spacy`) or of any file `read_docs` reads (an episode file gives its query
+    sentences, and its support sentences too with `include_support`); only the first `limit` with limit > 0."""
+    if Path(data).suffix == ".spacy":
+        docs: Iterable[Doc] = DocBin().from_disk(data).get_docs(nlp.vocab)
+    else:
+        docs = read_docs(data, nlp.vocab, format=data_format, scheme=scheme, include_support=include_support)
+    return list(islice(docs, limit or None))
 
 
 def _episode_docs(episodes: Iterable[Episode], include_support: bool) -> Iterator[Doc]:

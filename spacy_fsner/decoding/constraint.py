@@ -15,37 +15,14 @@ is reported as `repeated` by alignment, as it was before.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from ..ty import ResponseFormat
 from .vocab import TokenTrie
 
 State = tuple
 StateSet = frozenset
 
 DONE: State = ("done",)
-
-
-@dataclass(frozen=True)
-class ResponseFormat:
-    """How a response writes its entities: `open` + entity + `close`, repeated, then `end`.
-
-    `end` may be empty: the response then ends with the tokenizer's end-of-sequence token only.
-    """
-
-    open: str = " <<< "
-    close: str = " >>>"
-    end: str = " <im_end>"
-
-    def __post_init__(self) -> None:
-        if not self.open.strip() or not self.close.strip():
-            raise ValueError(
-                f"ResponseFormat needs visible entity markers, got open={self.open!r} close={self.close!r}; "
-                "use e.g. open=' <<< ', close=' >>>'."
-            )
-
-    def render(self, entities: Iterable[str]) -> str:
-        """The response text that lists `entities` (what the model is trained to write)."""
-        return "".join(f"{self.open}{text}{self.close}" for text in entities) + self.end
 
 
 class SubstringConstraint:

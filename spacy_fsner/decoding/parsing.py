@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .constraint import ResponseFormat, char_to_byte_offsets
+from ..ty import Generation, ResponseFormat
+from .constraint import char_to_byte_offsets
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,11 @@ class ParsedResponse:
     entities: list[ScoredEntity] = field(default_factory=list)
     unterminated: str | None = None
     """Text after an opening marker that was never closed (generation hit `max_new_tokens`)."""
+
+
+def parse_generation(generation: Generation) -> ParsedResponse:
+    """The entities of what the model wrote for one request, each scored by the tokens that wrote it."""
+    return parse_response(generation.text, generation.fmt, generation.token_ends, generation.token_logprobs)
 
 
 def parse_response(

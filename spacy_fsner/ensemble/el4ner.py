@@ -41,7 +41,7 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 
 from ..decoding.alignment import align_in_order
-from ..decoding.generator import GenerationRequest
+from ..decoding.parsing import parse_generation
 from ..pipeline.batched import BatchedPipe
 from ..pipeline.chunking import chunk_doc, token_boundaries
 from ..pipeline.resolve import resolve_entities
@@ -49,9 +49,10 @@ from ..pipeline.task import labels_setting, validate_labels
 from ..prompts.templates import PromptContext, PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import PoolExample, RandomRetriever, Retriever
+from ..ty import GenerationRequest
 from .members import Member, as_member
 
-STAGES = ("pre_extraction", "span_retrieval", "union", "vote", "validation")
+EL4NER_STAGES = ("pre_extraction", "span_retrieval", "union", "vote", "validation")
 ENTITY = "entity"
 """The one label of the extraction prompts (types come later)."""
 
@@ -96,7 +97,7 @@ class _Chunk:
         "members": {},
         "template": {"@misc": "spacy_fsner.SharedInputTemplate.v1"},
         "retriever": {"@misc": "spacy_fsner.SpanRetriever.v1", "k": 3},
-        "stages": {stage: True for stage in STAGES},
+        "stages": {stage: True for stage in EL4NER_STAGES},
         "max_chunk_tokens": 128,
         "overwrite_ents": False,
         "spans_key": "el4ner",
@@ -202,9 +203,9 @@ class EL4NER(BatchedPipe):
                 f"{rejection!r} ('probability': the mean probability of No; 'votes': the share of members saying No)."
             )
         self.rejection = rejection
-        unknown = sorted(set(stages or {}) - set(STAGES))
+        unknown = sorted(set(stages or {}) - set(EL4NER_STAGES))
         if unknown:
-            raise ValueError(f"Unknown EL4NER stages {unknown}: the stages are {list(STAGES)}.")
+            raise ValueError(f"Unknown EL4NER stages {unknown}: the stages are {list(EL4NER_STAGES)}.")
         self.vocab = vocab
         self.name = name
         self.set_labels(labels, label_definitions)
@@ -212,7 +213,7 @@ class EL4NER(BatchedPipe):
         self.template = template
         self.retriever = retriever
         self.random = RandomRetriever(k=retriever.k, max_tokens=retriever.max_tokens, seed=seed)
-        self.stages = {stage: True for stage in STAGES} | dict(stages or {})
+        self.stages = {stage: True for stage in EL4NER_STAGES} | dict(stages or {})
         self.max_chunk_tokens = max_chunk_tokens
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
@@ -310,7 +311,7 @@ class EL4NER(BatchedPipe):
         found: list[dict[tuple[int, int], Candidate]] = [{} for _ in chunks]
         for member in members:
             for chunk, generation, spans in zip(chunks, member.extract(requests), found, strict=True):
-                texts = [e.text for e in generation.parse().entities]
+                texts = [e.text for e in parse_generation(generation).entities]
                 for _, start, end in align_in_order(chunk.text, texts, set(chunk.starts), set(chunk.ends)).spans:
                     spans.setdefault((start, end), Candidate(start, end, chunk.text[start:end]))
         return [sorted(spans.values(), key=lambda c: (c.start, c.end)) for spans in found]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from ..decoding.generator import Generation, GenerationRequest
 from ..decoding.scoring import score_options
+from ..ty import Generation, GenerationRequest
 
 
 @runtime_checkable

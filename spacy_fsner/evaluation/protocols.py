@@ -19,7 +19,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from ..data.readers import Episode, detect_format, read_docs, read_episodes
+from ..data.readers import Episode, detect_format, read_corpus, read_episodes
 from .scores import Result, score_all
 
 PROTOCOLS = ("auto", "corpus", "fewnerd", "hou")
@@ -135,26 +135,6 @@ def resolve_protocol(data: str | Path, protocol: str = "auto", data_format: str 
             "--protocol corpus, or sample episodes first (python -m spacy_fsner sample-episodes)"
         )
     return protocol
-
-
-def read_corpus(
-    data: str | Path,
-    nlp: Language,
-    *,
-    data_format: str = "auto",
-    scheme: str = "auto",
-    limit: int = 0,
-    include_support: bool = False,
-) -> list[Doc]:
-    """The gold docs of a DocBin (`.spacy`) or of any file `read_docs` reads (an episode file gives its query
-    sentences, and its support sentences too with `include_support`); only the first `limit` with limit > 0."""
-    if Path(data).suffix == ".spacy":
-        from spacy.tokens import DocBin
-
-        docs: Iterable[Doc] = DocBin().from_disk(data).get_docs(nlp.vocab)
-    else:
-        docs = read_docs(data, nlp.vocab, format=data_format, scheme=scheme, include_support=include_support)
-    return list(islice(docs, limit or None))
 
 
 def _component_settings(nlp: Language, name: str | None, stats_before: Counter[str]) -> dict[str, Any]:

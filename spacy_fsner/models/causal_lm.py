@@ -15,7 +15,7 @@ from typing import Iterable  # noqa: UP035  spacy-llm's type check reads typing.
 from spacy_llm.registry import registry as llm_registry
 
 from ..decoding.generator import ConstrainedGenerator
-from ..pipeline.task import DocGenerations, DocPrompts
+from ..ty import DocGenerations, DocPrompts
 from .loading import (
     attach_adapter,
     check_model_source,

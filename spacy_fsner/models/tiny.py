@@ -91,7 +91,7 @@ def build_tiny_model(output: Path, texts: Iterable[str], spec: TinyModelSpec = T
     return output
 
 
-def read_corpus(path: Path | None) -> list[str]:
+def tokenizer_texts(path: Path | None) -> list[str]:
     """Lines of `path`, or of the small built-in corpus."""
     path = path or DEFAULT_CORPUS
     if not path.is_file():

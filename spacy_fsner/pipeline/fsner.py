@@ -18,9 +18,10 @@ from spacy.vocab import Vocab
 from ..prompts.templates import PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import Retriever
-from ..training.adaptation import Adaptation, InContextAdaptation
+from ..ty import DocGenerations, DocPrompts
+from .adaptation import Adaptation, InContextAdaptation
 from .batched import BatchedPipe
-from .task import REPORT_KEY, DocGenerations, DocPrompts, FewShotNERTask, labels_setting
+from .task import REPORT_KEY, FewShotNERTask, labels_setting
 
 ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[DocGenerations]]]
 

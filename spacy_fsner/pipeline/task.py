@@ -7,7 +7,6 @@ the `fsner` component and in spacy-llm's own `llm` component.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Iterable  # noqa: UP035  spacy-llm's type check reads typing.Iterable's `_name`
 
 import srsly
@@ -18,44 +17,15 @@ from spacy.util import registry
 from spacy_llm.registry import registry as llm_registry
 
 from ..decoding.alignment import align_jointly
-from ..decoding.generator import Generation, GenerationRequest
+from ..decoding.parsing import parse_generation
 from ..prompts.templates import AnnotatedText, PromptContext, PromptTemplate, cllmfs_template_v1
 from ..retrieval.retrievers import Retriever
+from ..ty import DocGenerations, DocPrompts, GenerationRequest
 from .chunking import chunk_doc, token_boundaries
 from .resolve import resolve_entities
 
 REPORT_KEY = "fsner"
 """`doc.user_data[REPORT_KEY]`: what could not be placed for this doc (see `FewShotNERTask.parse_responses`)."""
-
-
-@dataclass
-class DocPrompts:
-    """Every prompt for one doc: one per (chunk, label)."""
-
-    requests: list[GenerationRequest] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    """Char offset of each request's chunk in the doc."""
-
-    def texts(self) -> list[str]:
-        return [r.prompt for r in self.requests]
-
-    def __str__(self) -> str:
-        return "\n\n".join(self.texts())
-
-
-@dataclass
-class DocGenerations:
-    """The model's answers to one `DocPrompts`, in the same order."""
-
-    prompts: DocPrompts
-    generations: list[Generation]
-
-    def texts(self) -> list[str]:
-        return [g.text for g in self.generations]
-
-    def __str__(self) -> str:
-        return "\n".join(self.texts())
 
 
 def labels_setting(labels: Sequence[str] | str) -> list[str]:
@@ -241,7 +211,7 @@ class FewShotNERTask:
         for i, (request, offset) in enumerate(zip(prompts.requests, prompts.offsets, strict=True)):
             chunks.setdefault((offset, request.source), []).append(i)
         for (offset, source), indices in chunks.items():
-            parsed = [response.generations[i].parse() for i in indices]
+            parsed = [parse_generation(response.generations[i]) for i in indices]
             request = prompts.requests[indices[0]]
             alignments = align_jointly(
                 source, [[e.text for e in p.entities] for p in parsed], set(request.starts), set(request.ends)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from spacy.util import registry
 
-from ..decoding.constraint import ResponseFormat
+from ..ty import ResponseFormat
 
 Demonstration = tuple[str, Sequence[str]]
 """An example for the prompt: a text and the entity strings of the label, in order."""

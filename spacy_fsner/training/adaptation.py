@@ -1,8 +1,6 @@
-"""Adapting the `fsner` component to a few-shot episode; registered in spaCy's `misc` registry and chosen by the
-component's `adaptation` setting. `FewShotNER.adapt(support, labels, label_definitions)` sets the episode's labels,
-then calls the strategy with the component and the support docs.
+"""Adapting the `fsner` component to a few-shot episode by fine-tuning (`pipeline.adaptation` holds the protocol
+and the in-context default).
 
-- `spacy_fsner.InContextAdaptation.v1` (the default): the support docs become in-prompt demonstrations.
 - `spacy_fsner.FineTuneAdaptation.v1` (the papers' episode evaluation): a LoRA adapter trained on the support docs
   for a few steps, then the query docs are predicted with it. It starts from the pipeline's own adapter when it
   has one (a pipeline trained on the source domain is fine-tuned further per episode), else from a new LoRA on the
@@ -22,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from spacy.tokens import Doc
@@ -35,23 +33,6 @@ if TYPE_CHECKING:
 
 EPISODE_ADAPTER = "fsner_episode"
 """PEFT name of the adapter an episode trains (the pipeline's own adapter keeps PEFT's name, `default`)."""
-
-
-@runtime_checkable
-class Adaptation(Protocol):
-    """What `FewShotNER.adapt` calls once the task has the episode's labels."""
-
-    def __call__(self, component: FewShotNER, support: Sequence[Doc]) -> None: ...
-
-
-class InContextAdaptation:
-    """The support docs as in-prompt demonstrations for every label; the model as loaded."""
-
-    def __call__(self, component: FewShotNER, support: Sequence[Doc]) -> None:
-        restore = getattr(component.model, "restore_model", None)
-        if callable(restore):
-            restore()
-        component.task.set_demonstrations(support)
 
 
 @dataclass
@@ -80,7 +61,7 @@ class FineTuneAdaptation:
             )
 
     def __call__(self, component: FewShotNER, support: Sequence[Doc]) -> None:
-        from ..data.sft import sft_records
+        from .sft_records import sft_records
 
         lm = component.model
         if not callable(getattr(lm, "use_model", None)):
@@ -112,7 +93,7 @@ class FineTuneAdaptation:
     def _train(self, model, tokenizer, records: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
         from transformers import PrinterCallback
 
-        from ..data.sft import sft_dataset
+        from .sft_records import sft_dataset
         from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
 
         with tempfile.TemporaryDirectory(prefix="fsner-episode-") as output_dir, _quiet_datasets():
@@ -209,12 +190,6 @@ def _quiet_datasets() -> Iterator[None]:
     finally:
         if enabled:
             enable_progress_bar()
-
-
-@registry.misc("spacy_fsner.InContextAdaptation.v1")
-def in_context_adaptation_v1() -> InContextAdaptation:
-    """Each episode's support docs as in-prompt demonstrations (the default)."""
-    return InContextAdaptation()
 
 
 @registry.misc("spacy_fsner.FineTuneAdaptation.v1")

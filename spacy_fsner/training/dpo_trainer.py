@@ -38,7 +38,7 @@ from peft import PeftConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from ..data.preferences import PreferencePair, dpo_dataset
+from .preference_pairs import PreferencePair, dpo_dataset
 from .settings import trainer_defaults
 
 ID_COLUMNS = {"prompt_input_ids": "prompt_ids", "chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"}
@@ -109,8 +109,8 @@ class PreferenceDPOTrainer(DPOTrainer):
         elif not set(ID_COLUMNS.values()) <= columns:  # neither ours nor already prepared (e.g. by `evaluate`)
             raise ValueError(
                 f"The {dataset_name} dataset lacks the columns {sorted(set(ID_COLUMNS) - columns)} (it has "
-                f"{sorted(columns)}): build it with `spacy_fsner.data.preferences.dpo_dataset`, which encodes prompts "
-                "as the generator does."
+                f"{sorted(columns)}): build it with `spacy_fsner.training.preference_pairs.dpo_dataset`, which "
+                "encodes prompts as the generator does."
             )
         if args.max_length is not None:
             for index, (prompt, chosen, rejected) in enumerate(

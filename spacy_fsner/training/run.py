@@ -32,13 +32,12 @@ from spacy.util import load_model_from_config, registry
 from ..models.loading import load_base_model, load_tokenizer, model_location
 from ..retrieval.retrievers import Retriever
 from .checkpoints import resume_point, run_identity
+from .preference_pairs import PAIR_KINDS
 from .settings import LoraSettings
 
-STAGES = ("sft", "dpo")
+TRAINING_STAGES = ("sft", "dpo")
 """sft: next-token loss on the answers plus the configured contrastive objectives (none for source-domain
 training); dpo: preference pairs (boundary shifts, error feedback) with the SFT term mixed in."""
-
-PAIR_KINDS = ("boundary", "error")
 
 
 @dataclass
@@ -74,8 +73,8 @@ class TrainSettings:
     objectives: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ValueError(f"[train] stage = {self.stage!r}: use one of {list(STAGES)}.")
+        if self.stage not in TRAINING_STAGES:
+            raise ValueError(f"[train] stage = {self.stage!r}: use one of {list(TRAINING_STAGES)}.")
         unknown = sorted(set(self.dpo.pairs) - set(PAIR_KINDS))
         if unknown or not self.dpo.pairs:
             raise ValueError(f"[train.dpo] pairs = {self.dpo.pairs}: use a non-empty subset of {list(PAIR_KINDS)}.")
@@ -108,7 +107,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
 def read_training_docs(path: str | Path, nlp: Language) -> list[Doc]:
     """Gold docs of any corpus format `evaluate` reads (.spacy, CoNLL, token-tag, episode JSONL: all its sentences)."""
-    from ..evaluation.protocols import read_corpus
+    from ..data.readers import read_corpus
 
     if not Path(path).exists():
         raise FileNotFoundError(
@@ -254,7 +253,7 @@ def _trainable_model(causal_lm, lora: LoraSettings):
 
 def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
     """The SFT trainer and the number of records (with an entity and with the empty answer)."""
-    from ..data.sft import sft_dataset, sft_records
+    from .sft_records import sft_dataset, sft_records
     from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
 
     task = nlp.get_pipe("fsner").task
@@ -276,9 +275,9 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
 def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
     """Pairs from boundary shifts and from the current pipeline's errors on the training docs (the trainer and the
     number of pairs of each kind); the adapter being continued (the SFT one) is the frozen reference."""
-    from ..data.preferences import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
     from ..evaluation.protocols import predict
     from .dpo_trainer import build_dpo_trainer, dpo_config
+    from .preference_pairs import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
 
     task = nlp.get_pipe("fsner").task
     pairs = boundary_shift_pairs(docs, task) if "boundary" in settings.dpo.pairs else []

@@ -22,12 +22,12 @@ from datasets import Dataset, Features, List, Value
 from spacy.tokens import Doc, Span
 from transformers import PreTrainedTokenizerBase
 
-from ..decoding.constraint import ResponseFormat
 from ..decoding.generator import encode_completion, encode_prompt
 from ..pipeline.task import FewShotNERTask
-from .sft import GoldChunk, check_placed, entities_in, gold_chunks
+from ..ty import ResponseFormat
+from .sft_records import GoldChunk, check_placed, entities_in, gold_chunks
 
-KINDS = ("boundary", "error")
+PAIR_KINDS = ("boundary", "error")
 
 DPO_FEATURES = Features(
     {
@@ -60,8 +60,8 @@ class PreferencePair:
     tail: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"A preference pair's kind must be one of {KINDS}, got {self.kind!r}.")
+        if self.kind not in PAIR_KINDS:
+            raise ValueError(f"A preference pair's kind must be one of {PAIR_KINDS}, got {self.kind!r}.")
 
     @property
     def prompt(self) -> str:

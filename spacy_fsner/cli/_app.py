@@ -2,7 +2,9 @@ import typer
 
 app = typer.Typer(
     name="spacy_fsner",
-    help="Few-shot NER for spaCy: build tiny models, convert data, sample episodes, evaluate, benchmark.",
+    help="Few-shot NER for spaCy: fetch real models (fetch-model) or build a tiny one (tiny-model), convert data "
+    "(convert), sample episodes (sample-episodes), train (train), evaluate (evaluate), compare scores (compare) and "
+    "measure throughput (benchmark).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

@@ -23,7 +23,7 @@ def compare_command(
         raise typer.BadParameter(f"--names has repeated names ({names!r}): give each file its own name.")
     runs = {label: json.loads(path.read_text(encoding="utf-8")) for label, path in zip(labels, results, strict=True)}
     table = compare_markdown(runs)
-    print(table)
+    typer.echo(table)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(table + "\n", encoding="utf-8")

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..log import logger
+
 CARD = "MODEL_CARD.md"
 """Written last: a directory with it is complete (so a second fetch does nothing)."""
 
@@ -114,7 +116,7 @@ def is_fetched(directory: Path) -> bool:
     return (directory / CARD).is_file() and (directory / "config.json").is_file()
 
 
-def fetch_model(name: str, output: Path | None = None, log: Callable[[str], None] = print) -> Path:
+def fetch_model(name: str, output: Path | None = None, log: Callable[[str], None] = logger.info) -> Path:
     """The converted model directory for `name` (in the model cache unless `output`); fetched once."""
     source = SOURCES.get(name)
     if source is None:
@@ -156,7 +158,7 @@ def resolve_fetch_name(name: str) -> Path | None:
         return None
     directory = model_cache() / name
     if not is_fetched(directory):
-        fetch_model(name, directory, log=lambda message: print(message, file=sys.stderr))
+        fetch_model(name, directory)
     return directory
 
 

@@ -70,20 +70,6 @@ class Scores:
         """`p r f tp fp fn` of the micro average, and `per_type`: type -> the same six keys."""
         return {**self.micro.as_dict(), "per_type": {k: v.as_dict() for k, v in self.per_type.items()}}
 
-    def to_spacy(self, attr: str = "ents") -> dict[str, Any]:
-        """The dict spaCy's scorer returns (`ents_p`, `ents_r`, `ents_f`, `ents_per_type`).
-
-        Like spaCy, every value is None when nothing was scored (no gold and no predicted entity at all).
-        """
-        if not self.micro.tp + self.micro.fp + self.micro.fn:
-            return {f"{attr}_p": None, f"{attr}_r": None, f"{attr}_f": None, f"{attr}_per_type": None}
-        return {
-            f"{attr}_p": self.p,
-            f"{attr}_r": self.r,
-            f"{attr}_f": self.f,
-            f"{attr}_per_type": {k: {"p": v.p, "r": v.r, "f": v.f} for k, v in self.per_type.items()},
-        }
-
 
 def tally(units: Iterable[tuple[Iterable[Key], Iterable[Key]]]) -> Scores:
     """Count matches unit by unit: `units` yields (gold keys, predicted keys) for each unit.

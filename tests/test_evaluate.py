@@ -73,7 +73,11 @@ def test_evaluate_command_on_a_docbin(pipeline_dir, conll_docbin, tiny_model_dir
     assert settings["component"] == "fsner" and settings["labels"] == ["PER", "LOC"]
     assert settings["model"] == str(tiny_model_dir)
     assert settings["component_stats"]["docs"] == N_DOCS  # every doc went through the component once
-    assert list(results) == ["span_exact", "string_level", "boundary_errors"]
+    assert list(results) == ["span_exact", "string_level", "boundary_errors", "span_exact_interval"]
+    interval = results["span_exact_interval"]
+    assert interval["estimate"] == results["span_exact"]["f"] and interval["low"] <= interval["estimate"]
+    assert (interval["unit"], interval["n_units"], interval["resamples"]) == ("documents", N_DOCS, 1000)
+    assert "F1 with its bootstrap interval" in result.output
     _check_prf(results["span_exact"])
     _check_prf(results["string_level"])
     assert 0.0 <= results["boundary_errors"]["rate"] <= 1.0

@@ -52,6 +52,10 @@ def evaluate_command(
     embeddings: str = typer.Option(
         "model", "--embeddings", help="with --retriever: 'model' (input embeddings) or a sentence encoder name"
     ),
+    resamples: int = typer.Option(
+        1000, "--resamples", help="bootstrap draws of the docs or episodes for F1's 95% interval (0: no interval)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap draws"),
 ) -> None:
     """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output."""
     from ..evaluation.protocols import evaluate
@@ -83,6 +87,8 @@ def evaluate_command(
             limit=limit,
             data_format=data_format,
             scheme=scheme,
+            resamples=resamples,
+            seed=seed,
         )
     except (ValueError, OSError) as error:  # bad data or protocol; OSError: spaCy cannot load the pipeline
         typer.echo(f"error: {error}", err=True)

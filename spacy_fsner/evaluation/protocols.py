@@ -20,6 +20,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from ..data.readers import Episode, detect_format, read_corpus, read_episodes
+from .intervals import Interval, bootstrap_f1, unit_counts
 from .scores import Result, score_all
 
 PROTOCOLS = ("auto", "corpus", "fewnerd", "hou")
@@ -35,7 +36,7 @@ DEFAULT_COMPONENT = "fsner"
 class Evaluation:
     """Scores (the headline first, as `score_all` names them) and the settings that produced them."""
 
-    results: dict[str, Result]
+    results: dict[str, Result | Interval]
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,9 +85,16 @@ def evaluate_corpus(
     nlp: Language, docs: Sequence[Doc], *, batch_size: int = 32, progress: bool = True
 ) -> dict[str, Result]:
     """Every sentence-level score (`score_all(examples)`) of `nlp` on the gold `docs`."""
+    return score_all(corpus_examples(nlp, docs, batch_size=batch_size, progress=progress))
+
+
+def corpus_examples(
+    nlp: Language, docs: Sequence[Doc], *, batch_size: int = 32, progress: bool = True
+) -> list[Example]:
+    """`nlp`'s predictions on the gold `docs`, as Examples."""
     if not docs:
         raise ValueError("no gold sentences to evaluate: check the data file (and --limit)")
-    return score_all(predict(nlp, docs, batch_size=batch_size, progress=progress))
+    return predict(nlp, docs, batch_size=batch_size, progress=progress)
 
 
 def evaluate_episodes(
@@ -102,6 +110,20 @@ def evaluate_episodes(
     protocols and the sentence-level scores over all query sentences). The pipeline stays adapted to the last
     episode.
     """
+    return score_all(
+        episodes=episode_examples(nlp, episodes, component=component, batch_size=batch_size, progress=progress)
+    )
+
+
+def episode_examples(
+    nlp: Language,
+    episodes: Sequence[Episode],
+    *,
+    component: str | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> list[list[Example]]:
+    """Each episode's query sentences as Examples, predicted after `adapt` to its support set and types."""
     if not episodes:
         raise ValueError("no episodes to evaluate: check the episode file (and --limit)")
     _, pipe = find_adaptable(nlp, component)
@@ -113,7 +135,7 @@ def evaluate_episodes(
     for episode in episodes:
         pipe.adapt(episode.support, labels=episode.types)
         per_episode.append(predict(nlp, episode.query, batch_size=batch_size))
-    return score_all(episodes=per_episode)
+    return per_episode
 
 
 def resolve_protocol(data: str | Path, protocol: str = "auto", data_format: str = "auto") -> str:
@@ -196,11 +218,15 @@ def evaluate(
     data_format: str = "auto",
     scheme: str = "auto",
     progress: bool = True,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> Evaluation:
     """Score a pipeline (a directory or a loaded `Language`) on a corpus or an episode file (see `PROTOCOLS`).
 
     limit: only the first `limit` docs or episodes (0: all). data_format/scheme: as for `read_docs` (a
-    `.spacy` file is always read as a DocBin). The settings record what produced the numbers.
+    `.spacy` file is always read as a DocBin). The settings record what produced the numbers. The headline F1
+    (and, for episodes, Hou et al.'s mean F1) comes with a 95% bootstrap interval over `resamples` draws of the
+    documents or episodes (`intervals`; `<score>_interval` in the results; 0 resamples: none).
     """
     if limit < 0:
         raise ValueError(f"limit={limit}: use 0 for no limit or a positive number of docs/episodes")
@@ -220,19 +246,32 @@ def evaluate(
         "headline": HEADLINES[protocol],
         "batch_size": batch_size,
         "limit": limit,
+        "resamples": resamples,
+        "seed": seed,
     }
     if protocol == "corpus":
         name = _corpus_component(nlp, component)
         before = _stats(nlp, name)
         docs = read_corpus(data, nlp, data_format=data_format, scheme=scheme, limit=limit)
-        results = evaluate_corpus(nlp, docs, batch_size=batch_size, progress=progress)
+        examples = corpus_examples(nlp, docs, batch_size=batch_size, progress=progress)
+        results = score_all(examples)
+        if resamples:
+            counts = unit_counts([[example] for example in examples])
+            results["span_exact_interval"] = bootstrap_f1(counts, unit="documents", resamples=resamples, seed=seed)
         settings["n_docs"] = len(docs)
         settings.update(_component_settings(nlp, name, before))
     else:
         name, _ = find_adaptable(nlp, component)  # fail before reading the episodes
         before = _stats(nlp, name)
         episodes = list(islice(read_episodes(data, nlp.vocab), limit or None))
-        results = evaluate_episodes(nlp, episodes, component=name, batch_size=batch_size, progress=progress)
+        per_episode = episode_examples(nlp, episodes, component=name, batch_size=batch_size, progress=progress)
+        results = score_all(episodes=per_episode)
+        if resamples:
+            counts = unit_counts(per_episode)
+            for score, statistic in (("fewnerd_episodes", "micro"), ("hou_episodes", "mean")):
+                results[f"{score}_interval"] = bootstrap_f1(
+                    counts, statistic=statistic, unit="episodes", resamples=resamples, seed=seed
+                )
         settings["n_episodes"] = len(episodes)
         settings["n_docs"] = sum(len(e.query) for e in episodes)
         settings["types"] = sorted({t for e in episodes for t in e.types})

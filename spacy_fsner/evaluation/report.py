@@ -1,7 +1,8 @@
 """Writing scores down: JSON together with the settings that produced them, and Markdown tables for people.
 
-Both take a mapping name -> result, as `scores.score_all` returns it; a result is a `Scores`, `EpisodeMean`
-or `BoundaryErrors`, or the plain dict its `as_dict()` gives (so results read back from JSON render too).
+Both take a mapping name -> result, as `scores.score_all` returns it; a result is a `Scores`, `EpisodeMean`,
+`BoundaryErrors` or `Interval` (an F1 with its bootstrap interval, named `<score>_interval`), or the plain dict
+its `as_dict()` gives (so results read back from JSON render too).
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from .counts import Scores
+from .intervals import Interval
 from .scores import BoundaryErrors, EpisodeMean
 
-Results = Mapping[str, Scores | EpisodeMean | BoundaryErrors | Mapping[str, Any]]
+Results = Mapping[str, Scores | EpisodeMean | BoundaryErrors | Interval | Mapping[str, Any]]
 
 _PRF_COLUMNS = ("p", "r", "f")
 _COUNT_COLUMNS = ("tp", "fp", "fn")
+_INTERVAL_KEYS = ("estimate", "low", "high", "level", "n_units", "unit")
 
 
 def as_plain(results: Results) -> dict[str, dict[str, Any]]:
     """Each result as its plain dict (see the `as_dict` methods for the keys)."""
     plain = {}
     for name, result in results.items():
-        if isinstance(result, Scores | EpisodeMean | BoundaryErrors):
+        if isinstance(result, Scores | EpisodeMean | BoundaryErrors | Interval):
             plain[name] = result.as_dict()
         elif isinstance(result, Mapping):
             plain[name] = dict(result)
@@ -76,21 +79,38 @@ def _prf_row(name: str, values: Mapping[str, Any]) -> list[str]:
     return [_cell(name), *(_pct(values[k]) for k in _PRF_COLUMNS), *counts]
 
 
+def _interval_text(values: Mapping[str, Any]) -> str:
+    return f"{_pct(values['low'])}-{_pct(values['high'])}"
+
+
+def _interval_row(name: str, values: Mapping[str, Any]) -> list[str]:
+    level = f"{100 * values['level']:.0f}%"
+    resampled = f"{values['n_units']} {values['unit']}, {values.get('resamples', '?')} draws"
+    return [
+        _cell(name.removesuffix("_interval")),
+        _pct(values["estimate"]),
+        f"{level}: {_interval_text(values)}",
+        resampled,
+    ]
+
+
 def to_markdown(results: Results) -> str:
     """Markdown: one table of overall P/R/F (percent, 2 decimals) with tp/fp/fn where the score has counts,
     one of boundary-error rates, and one per-type table for each score that has per-type counts.
     """
     plain = as_plain(results)
-    overall, boundary, notes, per_type = [], [], [], []
+    overall, boundary, intervals, notes, per_type = [], [], [], [], []
     for name, values in plain.items():
-        if all(k in values for k in _PRF_COLUMNS):
+        if all(k in values for k in _INTERVAL_KEYS):
+            intervals.append(_interval_row(name, values))
+        elif all(k in values for k in _PRF_COLUMNS):
             overall.append(_prf_row(name, values))
         elif all(k in values for k in ("rate", "count", "n_pred")):
             boundary.append([_cell(name), _pct(values["rate"]), str(values["count"]), str(values["n_pred"])])
         else:
             raise ValueError(
                 f"cannot render result {name!r}: expected keys p, r, f (optionally tp, fp, fn, per_type) "
-                f"or rate, count, n_pred; got {sorted(values)}"
+                f"or rate, count, n_pred, or estimate, low, high (an interval); got {sorted(values)}"
             )
         if "n_episodes" in values:
             notes.append(
@@ -104,6 +124,8 @@ def to_markdown(results: Results) -> str:
     lines = []
     if overall:
         lines += _table(["score", "P (%)", "R (%)", "F (%)", "TP", "FP", "FN"], overall)
+    if intervals:
+        lines += ["", *_table(["F1 with its bootstrap interval", "F (%)", "interval (%)", "resampled"], intervals)]
     if notes:
         lines += ["", *notes]
     if boundary:
@@ -124,14 +146,16 @@ def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
         baseline = score["f"] if baseline is None else baseline
         ratio = f"{score['f'] / baseline:.2f}" if baseline else "-"
         boundary = results.get("boundary_errors", {}).get("rate")
+        interval = results.get(f"{headline}_interval")
         rows.append(
             [
                 _cell(name),
                 _cell(headline),
                 *(_pct(score[k]) for k in _PRF_COLUMNS),
+                "-" if interval is None else _interval_text(interval),
                 "-" if boundary is None else _pct(boundary),
                 ratio,
             ]
         )
-    header = ["run", "score", "P", "R", "F", "boundary errors %", "F / first"]
+    header = ["run", "score", "P", "R", "F", "F 95% interval", "boundary errors %", "F / first"]
     return "\n".join(_table(header, rows))

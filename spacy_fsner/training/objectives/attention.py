@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from spacy.util import registry
 from torch import Tensor, nn
 
-from .base import ContrastiveBatch, ContrastiveObjective, LayerSpec
+from .base import PAPER_LAYER, ContrastiveBatch, ContrastiveObjective, LayerSpec, init_defaults
 
 
 def _head_dim(attention: nn.Module, config: Any) -> int:
@@ -110,7 +110,7 @@ class AttentionContrastive(ContrastiveObjective):
     def __init__(
         self,
         weight: float = 0.01,
-        layer: LayerSpec = 0.8125,
+        layer: LayerSpec = PAPER_LAYER,
         formula: Literal["eq3", "infonce"] = "eq3",
         temperature: float = 0.1,
         name: str = "cl_attention",
@@ -147,13 +147,16 @@ class AttentionContrastive(ContrastiveObjective):
         )
 
 
+_DEFAULTS = init_defaults(AttentionContrastive)
+
+
 @registry.misc("spacy_fsner.AttentionContrastive.v1")
 def attention_contrastive_v1(
-    weight: float = 0.01,
-    layer: int | float = 0.8125,
-    formula: Literal["eq3", "infonce"] = "eq3",
-    temperature: float = 0.1,
-    name: str = "cl_attention",
+    weight: float = _DEFAULTS["weight"],
+    layer: int | float = _DEFAULTS["layer"],
+    formula: Literal["eq3", "infonce"] = _DEFAULTS["formula"],
+    temperature: float = _DEFAULTS["temperature"],
+    name: str = _DEFAULTS["name"],
 ) -> AttentionContrastive:
     """OBP-LLM's attention contrastive objective (Eq. 3); `temperature` is used by `formula="infonce"` only."""
     return AttentionContrastive(weight=weight, layer=layer, formula=formula, temperature=temperature, name=name)

@@ -13,6 +13,7 @@ the decoder stack, see its docstring.)
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,9 @@ LayerSpec = int | float
 """A decoder layer: an int is a Python index into the model's layers (0-based, negative from the end); a float in
 (0, 1] is a depth fraction: layer number round(fraction * num_layers), counted from 1 (the paper's "26th of 32
 layers" is 26/32 = 0.8125, i.e. index 25)."""
+
+PAPER_LAYER: LayerSpec = 0.8125
+"""Both papers' layer: the 26th of 32 (CLLMFS section 3.6, OBP-LLM Eq. 4), as a depth fraction."""
 
 OBJECTIVE_COLUMNS = ("token_types", "label_positions", "entity_spans", "label")
 """Dataset columns the objectives read; the trainer pops them from the batch before the model's forward."""
@@ -113,6 +117,12 @@ def find_decoder(model: nn.Module) -> nn.Module:
         f"Cannot find the decoder layers of {type(model).__name__}: contrastive objectives expect a Llama-style model "
         "whose decoder module has `layers` (a ModuleList) and `get_input_embeddings()`, plain or wrapped by peft."
     )
+
+
+def init_defaults(cls: type) -> dict[str, Any]:
+    """The defaults of `cls(...)`'s parameters. A registered constructor takes its defaults from here, so that each
+    default is written once, in the class."""
+    return {name: p.default for name, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
 
 
 def first_tensor(output: Any) -> Tensor:

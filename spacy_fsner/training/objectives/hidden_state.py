@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from spacy.util import registry
 from torch import Tensor, nn
 
-from .base import ContrastiveBatch, ContrastiveObjective, LayerSpec, first_tensor
+from .base import PAPER_LAYER, ContrastiveBatch, ContrastiveObjective, LayerSpec, first_tensor, init_defaults
 
 
 class _StopForward(Exception):
@@ -94,7 +94,7 @@ class HiddenStateContrastive(ContrastiveObjective):
     def __init__(
         self,
         weight: float = 0.001,
-        layer: LayerSpec = 0.8125,
+        layer: LayerSpec = PAPER_LAYER,
         temperature: float = 0.1,
         noise: bool = False,
         noise_alpha: float = 5.0,
@@ -208,19 +208,22 @@ class HiddenStateContrastive(ContrastiveObjective):
         return supervised_contrastive_loss(features, flat_types, self.temperature, views)
 
 
+_DEFAULTS = init_defaults(HiddenStateContrastive)
+
+
 @registry.misc("spacy_fsner.HiddenStateContrastive.v1")
 def hidden_state_contrastive_v1(
-    weight: float = 0.001,
-    layer: int | float = 0.8125,
+    weight: float = _DEFAULTS["weight"],
+    layer: int | float = _DEFAULTS["layer"],
     contrastive: bool = True,
-    noise: bool = False,
-    temperature: float = 0.1,
-    noise_alpha: float = 5.0,
-    noise_scale: Literal["neftune", "absolute"] = "neftune",
-    noise_grad: bool = False,
-    max_negatives: int = 256,
-    seed: int = 0,
-    name: str = "cl_hidden",
+    noise: bool = _DEFAULTS["noise"],
+    temperature: float = _DEFAULTS["temperature"],
+    noise_alpha: float = _DEFAULTS["noise_alpha"],
+    noise_scale: Literal["neftune", "absolute"] = _DEFAULTS["noise_scale"],
+    noise_grad: bool = _DEFAULTS["noise_grad"],
+    max_negatives: int = _DEFAULTS["max_negatives"],
+    seed: int = _DEFAULTS["seed"],
+    name: str = _DEFAULTS["name"],
 ) -> HiddenStateContrastive:
     """CLLMFS's contrastive objective. `contrastive=False` turns it off (ablation row without CL: the trainer
     skips it); `noise=True` adds the noised view ("CL + Noise") and needs `contrastive=True`."""

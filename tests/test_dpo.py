@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOTrainer
 
 from spacy_fsner.pipeline.task import FewShotNERTask
-from spacy_fsner.training.dpo_trainer import PreferenceDPOTrainer, build_dpo_trainer, dpo_config, load_sft_adapter
+from spacy_fsner.training.dpo_config import PreferenceDPOConfig
+from spacy_fsner.training.dpo_trainer import PreferenceDPOTrainer, build_dpo_trainer, load_sft_adapter
 from spacy_fsner.training.preference_pairs import PreferencePair, boundary_shift_pairs, dpo_dataset, dpo_records
 
 torch.set_num_threads(1)
@@ -54,7 +55,7 @@ def base_model(tiny_model_dir: Path):
 
 def config(tmp_path: Path, **overrides):
     settings = {"seed": 0, "disable_tqdm": True, "max_steps": 1, "per_device_train_batch_size": 4}
-    return dpo_config(tmp_path / "out", **{**settings, **overrides})
+    return PreferenceDPOConfig(output_dir=str(tmp_path / "out"), **{**settings, **overrides})
 
 
 def test_batch_holds_our_ids_unchanged(tiny_model_dir: Path, tokenizer, tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_loss_is_sigmoid_plus_weighted_token_mean_nll_of_chosen(tiny_model_dir: 
     nll = -torch.cat(token_logps).mean().item()
     assert loss == pytest.approx(math.log(2) + 0.2 * nll, rel=1e-4)
     assert trainer._metrics["train"]["rewards/margins"] == [pytest.approx(0.0, abs=1e-6)]
-    assert dpo_config(tmp_path, sft_weight=0).loss_type == ["sigmoid"]
+    assert config(tmp_path, sft_weight=0).loss_type == ["sigmoid"]
     assert (trainer.args.loss_type, trainer.args.loss_weights, trainer.args.beta) == (
         ["sigmoid", "sft"],
         [1.0, 0.2],
@@ -207,4 +208,4 @@ def test_bad_input_names_the_fix(tiny_model_dir: Path, tokenizer, tmp_path: Path
     with pytest.raises(ValueError, match=r"adapters \['sft'\].*'default'"):
         build_dpo_trainer(named, tokenizer, dataset, config(tmp_path))
     with pytest.raises(ValueError, match="sft_weight"):
-        dpo_config(tmp_path, sft_weight=-1)
+        config(tmp_path, sft_weight=-1)

@@ -505,3 +505,16 @@ def test_each_objective_falls_over_30_steps(tiny_model_dir, batch, kind):
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.8 * losses[0], losses
     assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_registered_constructors_default_to_the_classes_defaults():
+    from spacy_fsner.training.objectives import attention_contrastive_v1, hidden_state_contrastive_v1
+
+    for registered, cls in (
+        (hidden_state_contrastive_v1, HiddenStateContrastive),
+        (attention_contrastive_v1, AttentionContrastive),
+    ):
+        built, plain = registered(), cls()
+        state = {key: value for key, value in vars(plain).items() if key != "generator"}
+        assert state and {key: vars(built)[key] for key in state} == state
+        assert built.layer == 0.8125 and built.enabled

@@ -6,11 +6,13 @@ import pytest
 import torch
 from datasets import Dataset
 from test_objectives import make_record, make_records  # tests/ is on sys.path under pytest
+from trl import SFTConfig
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from spacy_fsner.training.collator import ContrastiveCollator
 from spacy_fsner.training.objectives import AttentionContrastive, HiddenStateContrastive, hidden_state_contrastive_v1
-from spacy_fsner.training.sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
+from spacy_fsner.training.sft_config import ContrastiveSFTConfig
+from spacy_fsner.training.sft_trainer import ContrastiveSFTTrainer
 
 torch.set_num_threads(1)
 
@@ -27,7 +29,7 @@ def dataset(tokenizer) -> Dataset:
     return Dataset.from_list(make_records(tokenizer))
 
 
-def make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, objectives, **config):
+def make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, objectives, config_class=ContrastiveSFTConfig, **config):
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
@@ -43,7 +45,7 @@ def make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, objectives, **con
         "shuffle_dataset": False,
         **config,
     }
-    args = contrastive_sft_config(str(tmp_path / "out"), **settings)
+    args = config_class(output_dir=str(tmp_path / "out"), **settings)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0)
     return ContrastiveSFTTrainer(
         model=model,
@@ -135,8 +137,10 @@ def test_training_logs_every_term_and_trains_lora_only(tiny_model_dir, tokenizer
 
 
 def test_trainer_settings_are_checked(tiny_model_dir, tokenizer, dataset, tmp_path):
+    # a plain SFTConfig left at TRL's completion_only_loss=None (ContrastiveSFTConfig refuses it itself)
+    plain_config = {"config_class": SFTConfig, "use_cpu": True, "bf16": False, "completion_only_loss": None}
     with pytest.raises(ValueError, match="completion_only_loss=True"):
-        make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, [], completion_only_loss=None)
+        make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, [], **plain_config)
     plain = dataset.remove_columns(["token_types"])
     with pytest.raises(ValueError, match="no `token_types` column"):
         make_trainer(tiny_model_dir, tokenizer, plain, tmp_path, [AttentionContrastive()])

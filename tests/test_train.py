@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from spacy_fsner.cli import app
 from spacy_fsner.data.readers import read_docs
-from spacy_fsner.training.run import TrainSettings, run_training
+from spacy_fsner.training.run import run_training
+from spacy_fsner.training.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "obp.cfg"

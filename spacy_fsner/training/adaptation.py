@@ -26,7 +26,7 @@ import torch
 from spacy.tokens import Doc
 from spacy.util import registry
 
-from .settings import LoraSettings
+from .settings import LoraSettings, TrainSettings
 
 if TYPE_CHECKING:
     from ..pipeline.fsner import FewShotNER
@@ -44,12 +44,12 @@ class FineTuneAdaptation:
     """
 
     steps: int = 20
-    learning_rate: float = 3e-4
+    learning_rate: float = TrainSettings.learning_rate
     batch_size: int = 4
-    absent_labels: int = 1
+    absent_labels: int = TrainSettings.absent_labels
     lora: LoraSettings = field(default_factory=LoraSettings)
     objectives: list[Any] = field(default_factory=list)
-    seed: int = 0
+    seed: int = TrainSettings.seed
     demonstrations: bool = False
     log_history: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
 
@@ -93,18 +93,18 @@ class FineTuneAdaptation:
     def _train(self, model, tokenizer, records: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
         from transformers import PrinterCallback
 
+        from .sft_config import ContrastiveSFTConfig
         from .sft_records import sft_dataset
-        from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
+        from .sft_trainer import ContrastiveSFTTrainer
 
         with tempfile.TemporaryDirectory(prefix="fsner-episode-") as output_dir, _quiet_datasets():
-            args = contrastive_sft_config(
-                output_dir,
+            args = ContrastiveSFTConfig(
+                output_dir=output_dir,
                 max_steps=self.steps,
                 per_device_train_batch_size=self.batch_size,
                 learning_rate=self.learning_rate,
                 seed=self.seed,
                 use_cpu=device.type == "cpu",
-                max_length=None,  # records are never truncated (sft_records checks lengths)
                 disable_tqdm=True,
             )
             trainer = ContrastiveSFTTrainer(
@@ -194,17 +194,17 @@ def _quiet_datasets() -> Iterator[None]:
 
 @registry.misc("spacy_fsner.FineTuneAdaptation.v1")
 def fine_tune_adaptation_v1(
-    steps: int = 20,
-    learning_rate: float = 3e-4,
-    batch_size: int = 4,
-    absent_labels: int = 1,
-    r: int = 8,
-    alpha: int = 16,
-    dropout: float = 0.05,
-    target_modules: str | list[str] = "all-linear",
+    steps: int = FineTuneAdaptation.steps,
+    learning_rate: float = FineTuneAdaptation.learning_rate,
+    batch_size: int = FineTuneAdaptation.batch_size,
+    absent_labels: int = FineTuneAdaptation.absent_labels,
+    r: int = LoraSettings.r,
+    alpha: int = LoraSettings.alpha,
+    dropout: float = LoraSettings.dropout,
+    target_modules: str | list[str] = LoraSettings.target_modules,
     objectives: dict[str, Any] | list[Any] | None = None,
-    seed: int = 0,
-    demonstrations: bool = False,
+    seed: int = FineTuneAdaptation.seed,
+    demonstrations: bool = FineTuneAdaptation.demonstrations,
 ) -> FineTuneAdaptation:
     """Each episode: a LoRA adapter trained for `steps` steps on its support docs (the pipeline's own adapter
     continued, else a new one with r/alpha/dropout/target_modules), then its query docs predicted with it.

@@ -3,7 +3,8 @@
     loss = -log sigmoid(beta * margin) + sft_weight * NLL(chosen completion tokens)
 
 with beta = 0.1 and sft_weight (alpha) = 0.2 by default: TRL's `loss_type=["sigmoid", "sft"]`,
-`loss_weights=[1.0, alpha]`. The SFT term is the token-mean NLL of the chosen completions of the batch.
+`loss_weights=[1.0, alpha]`, set by `PreferenceDPOConfig` (`dpo_config.py`). The SFT term is the token-mean NLL of the
+chosen completions of the batch.
 
 Why a subclass: TRL 1.16's `DPOTrainer._prepare_dataset` always re-tokenizes the text columns (`prompt` as one
 string with special tokens, `prompt + chosen` and `prompt + rejected` as one string each, the EOS appended as text)
@@ -39,47 +40,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from trl import DPOConfig, DPOTrainer
 
 from .preference_pairs import PreferencePair, dpo_dataset
-from .settings import trainer_defaults
 
 ID_COLUMNS = {"prompt_input_ids": "prompt_ids", "chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"}
 """Our columns (`dpo_dataset`) and the names TRL's collator reads."""
-
-
-def dpo_config(
-    output_dir: str | PathLike[str],
-    *,
-    beta: float = 0.1,
-    sft_weight: float = 0.2,
-    learning_rate: float = 5e-6,
-    warmup_ratio: float = 0.1,
-    max_length: int | None = 1024,
-    **overrides: Any,
-) -> DPOConfig:
-    """A DPOConfig for OBP-LLM's DPO stage (defaults: the paper's beta 0.1, SFT weight 0.2, lr 5e-6, warm-up 0.1);
-    `overrides` are other `DPOConfig` fields and win.
-
-    sft_weight=0 trains pure sigmoid DPO. `warmup_ratio` becomes `warmup_steps` (transformers 5 dropped
-    `warmup_ratio`; a float below 1 there is a ratio of the total steps). `max_length` bounds prompt + longer answer;
-    a longer pair raises (see `PreferenceDPOTrainer`). bf16 only on a GPU that has it (TRL defaults to bf16, which
-    fails on a CPU-only machine); no activation checkpointing (TRL turns it on; the models here do not need the
-    memory); report_to=[] (no external loggers); logging every step; no intermediate checkpoints (save the adapter
-    with `trainer.save_model()` at the end).
-    """
-    if sft_weight < 0:
-        raise ValueError(f"sft_weight must be >= 0 (0 turns the SFT term off), got {sft_weight}.")
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}; pass warmup_steps=N for N steps.")
-    settings: dict[str, Any] = {
-        **trainer_defaults(str(output_dir), overrides),
-        "beta": beta,
-        "loss_type": ["sigmoid", "sft"] if sft_weight > 0 else ["sigmoid"],
-        "loss_weights": [1.0, sft_weight] if sft_weight > 0 else [1.0],
-        "learning_rate": learning_rate,
-        "warmup_steps": warmup_ratio,
-        "max_length": max_length,
-    }
-    settings.update(overrides)
-    return DPOConfig(**settings)
 
 
 class PreferenceDPOTrainer(DPOTrainer):

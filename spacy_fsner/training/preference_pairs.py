@@ -25,9 +25,8 @@ from transformers import PreTrainedTokenizerBase
 from ..decoding.generator import encode_completion, encode_prompt
 from ..pipeline.task import FewShotNERTask
 from ..ty import ResponseFormat
+from .settings import PAIR_KINDS
 from .sft_records import GoldChunk, check_placed, entities_in, gold_chunks
-
-PAIR_KINDS = ("boundary", "error")
 
 DPO_FEATURES = Features(
     {

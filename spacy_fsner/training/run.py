@@ -19,7 +19,7 @@ import json
 import random
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,66 +32,7 @@ from spacy.util import load_model_from_config, registry
 from ..models.loading import load_base_model, load_tokenizer, model_location
 from ..retrieval.retrievers import Retriever
 from .checkpoints import resume_point, run_identity
-from .preference_pairs import PAIR_KINDS
-from .settings import LoraSettings
-
-TRAINING_STAGES = ("sft", "dpo")
-"""sft: next-token loss on the answers plus the configured contrastive objectives (none for source-domain
-training); dpo: preference pairs (boundary shifts, error feedback) with the SFT term mixed in."""
-
-
-@dataclass
-class DPOSettings:
-    beta: float = 0.1
-    sft_weight: float = 0.2
-    pairs: list[str] = field(default_factory=lambda: list(PAIR_KINDS))
-    feedback_docs: int = 0
-    """Error feedback predicts only the first `feedback_docs` training docs (0: all; prediction is the slow part)."""
-
-
-@dataclass
-class TrainSettings:
-    """`[train]`: what a stage does and how long (the papers' values are the defaults where they give them)."""
-
-    stage: str = "sft"
-    seed: int = 0
-    absent_labels: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    learning_rate: float = 3e-4
-    warmup_ratio: float = 0.1
-    max_length: int | None = None
-    neftune_alpha: float = 0.0
-    """Noise on the input embeddings during SFT (NEFTune's alpha, IF-WRANER's regularisation); 0: off."""
-    save_steps: int = 50
-    logging_steps: int = 1
-    threads: int = 0
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    dpo: DPOSettings = field(default_factory=DPOSettings)
-    objectives: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.stage not in TRAINING_STAGES:
-            raise ValueError(f"[train] stage = {self.stage!r}: use one of {list(TRAINING_STAGES)}.")
-        unknown = sorted(set(self.dpo.pairs) - set(PAIR_KINDS))
-        if unknown or not self.dpo.pairs:
-            raise ValueError(f"[train.dpo] pairs = {self.dpo.pairs}: use a non-empty subset of {list(PAIR_KINDS)}.")
-        if self.stage == "dpo" and self.objectives:
-            raise ValueError("[train.objectives] are SFT terms: remove them from a DPO stage's config.")
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> TrainSettings:
-        section = dict(section)
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"[train] has unknown settings {unknown}: the settings are {sorted(known)}.")
-        lora = LoraSettings(**section.pop("lora", {}))
-        dpo = DPOSettings(**section.pop("dpo", {}))
-        objectives = section.pop("objectives", {})
-        return cls(**section, lora=lora, dpo=dpo, objectives=objectives)
+from .settings import LoraSettings, TrainSettings
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -253,8 +194,9 @@ def _trainable_model(causal_lm, lora: LoraSettings):
 
 def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer, checkpoints: Path):
     """The SFT trainer and the number of records (with an entity and with the empty answer)."""
+    from .sft_config import ContrastiveSFTConfig
     from .sft_records import sft_dataset, sft_records
-    from .sft_trainer import ContrastiveSFTTrainer, contrastive_sft_config
+    from .sft_trainer import ContrastiveSFTTrainer
 
     task = nlp.get_pipe("fsner").task
     records = sft_records(
@@ -263,8 +205,11 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     if not records:
         raise ValueError("The training corpus gave no SFT records (no non-empty sentences): check --paths.train.")
     objectives = [registry.resolve({"objective": spec})["objective"] for spec in settings.objectives.values()]
-    noise = {"neftune_noise_alpha": settings.neftune_alpha} if settings.neftune_alpha else {}
-    args = contrastive_sft_config(str(checkpoints), **_trainer_args(settings), **noise, max_length=None)
+    args = ContrastiveSFTConfig(
+        output_dir=str(checkpoints),
+        **settings.trainer_arguments(),
+        neftune_noise_alpha=settings.neftune_alpha or None,  # 0: off
+    )
     trainer = ContrastiveSFTTrainer(
         model=model, args=args, train_dataset=sft_dataset(records), processing_class=tokenizer, objectives=objectives
     )
@@ -276,7 +221,8 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     """Pairs from boundary shifts and from the current pipeline's errors on the training docs (the trainer and the
     number of pairs of each kind); the adapter being continued (the SFT one) is the frozen reference."""
     from ..evaluation.protocols import predict
-    from .dpo_trainer import build_dpo_trainer, dpo_config
+    from .dpo_config import PreferenceDPOConfig
+    from .dpo_trainer import build_dpo_trainer
     from .preference_pairs import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
 
     task = nlp.get_pipe("fsner").task
@@ -292,34 +238,15 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     if not pairs:
         raise ValueError("No preference pairs: the corpus has no entities to shift and the model made no error.")
     random.Random(settings.seed).shuffle(pairs)
-    trainer_args = _trainer_args(settings)
-    warmup = trainer_args.pop("warmup_steps")
-    args = dpo_config(
-        str(checkpoints),
+    args = PreferenceDPOConfig(
+        output_dir=str(checkpoints),
+        **settings.trainer_arguments(),
         beta=settings.dpo.beta,
         sft_weight=settings.dpo.sft_weight,
-        warmup_ratio=warmup,
         max_length=settings.max_length,
-        **trainer_args,
     )
     dataset = dpo_dataset(pairs, tokenizer, max_length=settings.max_length)
     return build_dpo_trainer(model, tokenizer, dataset, args), counts
-
-
-def _trainer_args(settings: TrainSettings) -> dict[str, Any]:
-    return {
-        "num_train_epochs": settings.epochs,
-        "max_steps": settings.max_steps,
-        "per_device_train_batch_size": settings.batch_size,
-        "gradient_accumulation_steps": settings.gradient_accumulation,
-        "learning_rate": settings.learning_rate,
-        "warmup_steps": settings.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
-        "logging_steps": settings.logging_steps,
-        "save_strategy": "steps",
-        "save_steps": settings.save_steps,
-        "seed": settings.seed,
-        "disable_tqdm": False,
-    }
 
 
 def _save_pipeline(

@@ -1,11 +1,24 @@
-"""Settings shared by every trainer here: the LoRA adapter, and the trainer arguments that keep a CPU run safe."""
+"""What a training config's `[train]` section reads (`TrainSettings`, with `[train.lora]` and `[train.dpo]`), and
+how its keys become trainer arguments (`TrainSettings.trainer_arguments`). Cheap to import (no trl).
+
+The defaults here are the stage's defaults (the papers' values where they give them); the trainer configs
+(`ContrastiveSFTConfig`, `PreferenceDPOConfig`) and the episode fine-tuning (`FineTuneAdaptation`) take theirs from
+here where a value means the same thing.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+from .base_config import TrainerDefaults
+
+TRAINING_STAGES = ("sft", "dpo")
+"""sft: next-token loss on the answers plus the configured contrastive objectives (none for source-domain
+training); dpo: preference pairs (boundary shifts, error feedback) with the SFT term mixed in."""
+
+PAIR_KINDS = ("boundary", "error")
+"""Kinds of preference pairs: boundary shifts of gold entities, and the current pipeline's errors."""
 
 
 @dataclass
@@ -29,19 +42,76 @@ class LoraSettings:
         )
 
 
-def trainer_defaults(output_dir: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Arguments every trainer config starts from; `overrides` decide `use_cpu`.
+@dataclass
+class DPOSettings:
+    """`[train.dpo]` (OBP-LLM: beta 0.1, SFT weight alpha 0.2)."""
 
-    bf16 only on a GPU that has it (TRL defaults to bf16, which fails on a CPU-only machine); no activation
-    checkpointing; report_to=[] (no external loggers); logging every step; no intermediate checkpoints unless asked.
-    """
-    on_gpu = torch.cuda.is_available() and not overrides.get("use_cpu", False)
-    return {
-        "output_dir": str(output_dir),
-        "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-        "activation_checkpointing": False,
-        "report_to": [],
-        "logging_steps": 1,
-        "save_strategy": "no",
-    }
+    beta: float = 0.1
+    sft_weight: float = 0.2
+    pairs: list[str] = field(default_factory=lambda: list(PAIR_KINDS))
+    feedback_docs: int = 0
+    """Error feedback predicts only the first `feedback_docs` training docs (0: all; prediction is the slow part)."""
+
+
+@dataclass
+class TrainSettings:
+    """`[train]`: what a stage does and how long (the papers' values are the defaults where they give them)."""
+
+    stage: str = "sft"
+    seed: int = 0
+    absent_labels: int = 1
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    learning_rate: float = 3e-4
+    warmup_ratio: float = 0.1
+    """Fraction of the training steps to warm up over (see `TrainerDefaults.resolve_warmup`)."""
+    max_length: int | None = None
+    neftune_alpha: float = 0.0
+    """Noise on the input embeddings during SFT (NEFTune's alpha, IF-WRANER's regularisation); 0: off."""
+    save_steps: int = 50
+    logging_steps: int = TrainerDefaults.logging_steps
+    threads: int = 0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    objectives: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage not in TRAINING_STAGES:
+            raise ValueError(f"[train] stage = {self.stage!r}: use one of {list(TRAINING_STAGES)}.")
+        unknown = sorted(set(self.dpo.pairs) - set(PAIR_KINDS))
+        if unknown or not self.dpo.pairs:
+            raise ValueError(f"[train.dpo] pairs = {self.dpo.pairs}: use a non-empty subset of {list(PAIR_KINDS)}.")
+        if self.stage == "dpo" and self.objectives:
+            raise ValueError("[train.objectives] are SFT terms: remove them from a DPO stage's config.")
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> TrainSettings:
+        section = dict(section)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"[train] has unknown settings {unknown}: the settings are {sorted(known)}.")
+        lora = LoraSettings(**section.pop("lora", {}))
+        dpo = DPOSettings(**section.pop("dpo", {}))
+        objectives = section.pop("objectives", {})
+        return cls(**section, lora=lora, dpo=dpo, objectives=objectives)
+
+    def trainer_arguments(self) -> dict[str, Any]:
+        """The trainer arguments both stages take from `[train]`, under transformers' names; a stage's config adds
+        its own (NEFTune for SFT; beta, SFT weight and max_length for DPO). Checkpoints every `save_steps` steps (a
+        killed run resumes from the last one) and a progress bar."""
+        return {
+            "num_train_epochs": self.epochs,
+            "max_steps": self.max_steps,
+            "per_device_train_batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation,
+            "learning_rate": self.learning_rate,
+            "warmup_ratio": self.warmup_ratio,
+            "logging_steps": self.logging_steps,
+            "save_strategy": "steps",
+            "save_steps": self.save_steps,
+            "seed": self.seed,
+            "disable_tqdm": False,
+        }

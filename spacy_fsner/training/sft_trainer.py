@@ -10,8 +10,9 @@ TRL's `loss` (the total).
 
 Activation checkpointing works (non-reentrant, transformers' default): the hooks keep the first capture of a step,
 and the recomputation during backward is ignored (tested: same loss and gradients with and without it). It is off
-in `contrastive_sft_config` because the small models trained here do not need the memory, and it costs time (about
-20% by TRL's estimate). Reentrant checkpointing runs the layers without autograd: the objectives then raise.
+in `ContrastiveSFTConfig` (`sft_config.py`, through `TrainerDefaults`) because the small models trained here do not
+need the memory, and it costs time (about 20% by TRL's estimate). Reentrant checkpointing runs the layers without
+autograd: the objectives then raise.
 """
 
 from __future__ import annotations
@@ -19,24 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
 from .collator import ContrastiveCollator
 from .objectives import OBJECTIVE_COLUMNS, ContrastiveBatch, ContrastiveObjective
-from .settings import trainer_defaults
-
-
-def contrastive_sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
-    """An SFTConfig with the settings the contrastive trainer relies on; `overrides` win.
-
-    completion_only_loss=True: with pre-tokenized records TRL's default (None) trains on the prompt too, silently.
-    bf16 only on a GPU (TRL defaults to bf16, which fails on a CPU-only machine); no activation checkpointing;
-    report_to=[] (no external loggers); logging every step; no intermediate checkpoints (save the adapter with
-    `trainer.save_model()` at the end).
-    """
-    settings: dict[str, Any] = {**trainer_defaults(output_dir, overrides), "completion_only_loss": True}
-    settings.update(overrides)
-    return SFTConfig(**settings)
 
 
 class ContrastiveSFTTrainer(SFTTrainer):
@@ -54,8 +41,8 @@ class ContrastiveSFTTrainer(SFTTrainer):
             raise ValueError("Contrastive objectives need one record per row: set packing=False, padding_free=False.")
         if self.args.completion_only_loss is None:
             raise ValueError(
-                "Set completion_only_loss=True in the SFTConfig: with pre-tokenized records TRL's default (None) "
-                "puts the loss on the prompt tokens too."
+                "Set completion_only_loss=True in the SFTConfig (`ContrastiveSFTConfig` does): with pre-tokenized "
+                "records TRL's default (None) puts the loss on the prompt tokens too."
             )
         columns = getattr(self.train_dataset, "column_names", None)
         if self.objectives and columns is not None and "token_types" not in columns:

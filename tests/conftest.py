@@ -110,3 +110,16 @@ def _register_scripted_model() -> None:
 
 
 _register_scripted_model()
+
+
+@pytest.fixture
+def fsner_log(caplog):
+    """What the package logger (`spacy_fsner`, which does not propagate to the root logger) said, via caplog."""
+    from spacy_fsner.log import logger
+
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="spacy_fsner"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

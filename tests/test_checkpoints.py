@@ -49,27 +49,27 @@ def test_threads_do_not_make_another_run(tmp_path):
     assert resume_point(tmp_path / "checkpoints", identity(tmp_path, threads=2)) is not None
 
 
-def test_other_settings_start_afresh_and_say_what_changed(tmp_path, capsys):
+def test_other_settings_start_afresh_and_say_what_changed(tmp_path, fsner_log):
     resume_point(tmp_path / "checkpoints", identity(tmp_path))
     fake_checkpoints(tmp_path / "checkpoints", 2)
     changed = identity(tmp_path, learning_rate=0.001)
     assert resume_point(tmp_path / "checkpoints", changed) is None
-    assert "train.learning_rate: 0.0003 -> 0.001" in capsys.readouterr().out
+    assert "train.learning_rate: 0.0003 -> 0.001" in fsner_log.text
     assert not (tmp_path / "checkpoints" / "checkpoint-2").exists()  # the other run's checkpoints are gone
     assert json.loads((tmp_path / "checkpoints" / RUN_FILE).read_text()) == changed
 
 
-def test_other_data_start_afresh(tmp_path, capsys):
+def test_other_data_start_afresh(tmp_path, fsner_log):
     resume_point(tmp_path / "checkpoints", identity(tmp_path))
     fake_checkpoints(tmp_path / "checkpoints", 2)
     assert resume_point(tmp_path / "checkpoints", identity(tmp_path, corpus=b"other docs")) is None
-    assert "the training corpus changed" in capsys.readouterr().out
+    assert "the training corpus changed" in fsner_log.text
 
 
-def test_checkpoints_without_a_record_are_not_resumed(tmp_path, capsys):
+def test_checkpoints_without_a_record_are_not_resumed(tmp_path, fsner_log):
     fake_checkpoints(tmp_path / "checkpoints", 2)  # e.g. written by an older version
     assert resume_point(tmp_path / "checkpoints", identity(tmp_path)) is None
-    assert "no record of their settings" in capsys.readouterr().out
+    assert "no record of their settings" in fsner_log.text
 
 
 def test_a_directory_input_is_digested_by_names_and_bytes(tmp_path):

@@ -207,11 +207,11 @@ def test_spacy_package_builds_a_wheel_that_runs_in_a_fresh_virtual_environment(c
     assert "fsner/model/adapter/adapter_model.safetensors" in listing.stdout
 
 
-def test_labels_from_the_command_line_restrict_the_training_types(corpus, tiny_model_dir, tmp_path, capsys):
+def test_labels_from_the_command_line_restrict_the_training_types(corpus, tiny_model_dir, tmp_path, fsner_log):
     overrides = _overrides(corpus, tiny_model_dir, max_steps=1)
     overrides["components.fsner.labels"] = "PER, LOC"  # as `--components.fsner.labels "PER, LOC"` passes it
     run_training(CONFIG, tmp_path / "out", overrides)
-    assert "removed" in capsys.readouterr().out  # the other types' entities are dropped, and it says so
+    assert "removed" in fsner_log.text  # the other types' entities are dropped, and it says so
     assert spacy.load(tmp_path / "out" / "pipeline").get_pipe("fsner").labels == ("PER", "LOC")
     overrides["components.fsner.labels"] = ""  # the project's default: every type of the corpus
     run_training(CONFIG, tmp_path / "all", overrides)

@@ -20,6 +20,7 @@ from typing import Any
 from confection import Config
 from spacy.util import dict_to_dot
 
+from ..log import logger
 from ..models.fetch import file_sha256
 
 RUN_FILE = "run.json"
@@ -55,7 +56,7 @@ def resume_point(directory: Path, identity: dict[str, Any]) -> str | None:
     if last is not None and previous == identity:
         return last
     if last is not None:
-        print(
+        logger.info(
             f"{directory} holds checkpoints of another run ({describe_changes(previous, identity)}): starting "
             "afresh and removing them. (A killed run with unchanged settings and data resumes instead.)"
         )

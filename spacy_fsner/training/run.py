@@ -29,6 +29,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import load_model_from_config, registry
 
+from ..log import logger
 from ..models.loading import load_base_model, load_tokenizer, model_location
 from ..retrieval.retrievers import Retriever
 from .checkpoints import resume_point, run_identity
@@ -69,7 +70,7 @@ def restrict_labels(docs: list[Doc], labels: tuple[str, ...]) -> list[Doc]:
         copy = doc.copy()
         copy.ents = [Span(copy, e.start, e.end, e.label) for e in doc.ents if e.label_ in keep]
         restricted.append(copy)
-    print(
+    logger.info(
         f"Training on the component's labels {sorted(keep)} only: removed {sum(removed.values())} entities of other "
         f"types from the corpus ({dict(removed.most_common())}). Set `labels = []` to train on every type."
     )

@@ -43,7 +43,7 @@ from spacy.vocab import Vocab
 from ..pipeline.batched import BatchedPipe
 from ..pipeline.chunking import chunk_doc
 from ..pipeline.resolve import resolve_entities
-from ..pipeline.task import label_setting
+from ..pipeline.task import LabelSet
 from ..prompts.el4ner import (
     ClassificationTemplate,
     ValidationTemplate,
@@ -121,7 +121,7 @@ def make_el4ner(
     )
 
 
-class EL4NER(BatchedPipe):
+class EL4NER(LabelSet, BatchedPipe):
     """The ensemble component (see the module docstring)."""
 
     def __init__(
@@ -181,13 +181,6 @@ class EL4NER(BatchedPipe):
         self.spans_key = spans_key
         first = next(iter(members.values()))  # embeddings = "model": the first member's input embeddings
         retriever.bind(lambda spec: embeddings_from_spec(spec, first))
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self._labels)
-
-    def set_labels(self, labels: Sequence[str] | str, label_definitions: dict[str, str] | None = None) -> None:
-        self._labels, self._definitions = label_setting(labels, label_definitions)
 
     # the pool -----------------------------------------------------------------------------------------------------
     def initialize(

@@ -4,7 +4,7 @@ members' pooled "No"). Each stage takes, per chunk, its demonstrations in prompt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from spacy.tokens import Span
@@ -89,6 +89,24 @@ def extract(
     return [sorted(spans.values(), key=lambda c: (c.start, c.end)) for spans in found]
 
 
+def _scored(
+    chunks: Sequence[Chunk],
+    demos: Demonstrations,
+    candidates: Sequence[list[Candidate]],
+    members: Sequence[Member],
+    template: ClassificationTemplate | ValidationTemplate,
+    labels: Sequence[str],
+    definitions: dict[str, str],
+    questions: Callable[[list[Candidate]], list],
+) -> Iterator[tuple[list[Candidate], list[list[list[float]]]]]:
+    """Per chunk with spans: its spans and, per member, the scores of their `questions` after the template's prompt."""
+    for chunk, examples, spans in zip(chunks, demos, candidates, strict=True):
+        if spans:
+            prefix = template.prompt_prefix(labels, definitions, [(e.text, e.mentions) for e in examples], chunk.text)
+            asked = questions(spans)
+            yield spans, [member.score(prefix, asked) for member in members]
+
+
 def classify(
     chunks: Sequence[Chunk],
     demos: Demonstrations,
@@ -99,12 +117,8 @@ def classify(
     definitions: dict[str, str],
 ) -> None:
     """Each span's type: every member votes for its most probable type; most votes win, then summed score."""
-    for chunk, examples, spans in zip(chunks, demos, candidates, strict=True):
-        if not spans:
-            continue
-        prefix = template.prompt_prefix(labels, definitions, [(e.text, e.mentions) for e in examples], chunk.text)
-        questions = template.questions(labels, [c.text for c in spans])
-        per_member = [member.score(prefix, questions) for member in members]
+    ask = lambda spans: template.questions(labels, [c.text for c in spans])  # noqa: E731
+    for spans, per_member in _scored(chunks, demos, candidates, members, template, labels, definitions, ask):
         for i, candidate in enumerate(spans):
             candidate.label, candidate.votes, candidate.score = vote(labels, [m[i] for m in per_member])
 
@@ -122,12 +136,8 @@ def validate(
 ) -> None:
     """A span whose rejection (is it of its type? the members' mean probability of "No", or the share of members
     answering "No", see `rejection`) reaches `reject_share` is marked not validated."""
-    for chunk, examples, spans in zip(chunks, demos, candidates, strict=True):
-        if not spans:
-            continue
-        prefix = template.prompt_prefix(labels, definitions, [(e.text, e.mentions) for e in examples], chunk.text)
-        questions = template.questions([(c.text, c.label) for c in spans])
-        per_member = [member.score(prefix, questions) for member in members]
+    ask = lambda spans: template.questions([(c.text, c.label) for c in spans])  # noqa: E731
+    for spans, per_member in _scored(chunks, demos, candidates, members, template, labels, definitions, ask):
         for i, candidate in enumerate(spans):
             candidate.rejections = pooled_rejection([m[i] for m in per_member], rejection)
             candidate.validated = candidate.rejections < reject_share

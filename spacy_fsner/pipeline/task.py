@@ -61,7 +61,25 @@ def label_setting(
     return labels, definitions
 
 
-class FewShotNERTask:
+class LabelSet:
+    """Labels and their definitions, set through `label_setting` (the `fsner` task and the `el4ner` component)."""
+
+    _labels: list[str]
+    _definitions: dict[str, str]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self._labels)
+
+    @property
+    def label_definitions(self) -> dict[str, str]:
+        return dict(self._definitions)
+
+    def set_labels(self, labels: Sequence[str] | str, label_definitions: dict[str, str] | None = None) -> None:
+        self._labels, self._definitions = label_setting(labels, label_definitions)
+
+
+class FewShotNERTask(LabelSet):
     """One prompt per (chunk, label); entities placed in order, all labels of a chunk together; conflicts resolved
     by score.
 
@@ -98,14 +116,6 @@ class FewShotNERTask:
         return self._retriever
 
     @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self._labels)
-
-    @property
-    def label_definitions(self) -> dict[str, str]:
-        return dict(self._definitions)
-
-    @property
     def template(self) -> PromptTemplate:
         return self._template
 
@@ -119,9 +129,6 @@ class FewShotNERTask:
 
     def clear(self) -> None:
         self._labels, self._definitions, self._examples = [], {}, []
-
-    def set_labels(self, labels: Sequence[str] | str, label_definitions: dict[str, str] | None = None) -> None:
-        self._labels, self._definitions = label_setting(labels, label_definitions)
 
     def initialize(
         self,

@@ -18,7 +18,9 @@ The `el4ner` component (`nlp.add_pipe("el4ner", config={"members": {...}, "label
    "votes" counts the members whose "No" beats their "Yes".
 
 Every stage is switchable for ablations. Extraction uses the constrained decoder (spans are copied from the input on
-token boundaries) and the `template`; classification and validation score fixed options (`decoding.scoring`).
+token boundaries) and the `template`; classification and validation score fixed options (`decoding.scoring`) after
+the `classification_template` and `validation_template` prompts (`prompts.el4ner`). The stages are in
+`ensemble.stages`, the vote and the pooling of the rejections in `ensemble.voting`.
 The pool (retrieval index) is built by `initialize` or `adapt` (an episode's support set) and saved with the
 pipeline. `doc.ents` gets the non-overlapping winners (by vote share, then length); `doc.spans[spans_key]` every
 typed span with its `votes`, `rejections` (the members' pooled No, see `rejection`) and `validated` flag in `.attrs`.
@@ -26,67 +28,36 @@ typed span with its `votes`, `rejections` (the members' pooled No, see `rejectio
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import srsly
+from spacy import util
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
 from spacy.vocab import Vocab
 
-from ..decoding.alignment import align_in_order
-from ..decoding.parsing import parse_generation
 from ..pipeline.batched import BatchedPipe
-from ..pipeline.chunking import chunk_doc, token_boundaries
+from ..pipeline.chunking import chunk_doc
 from ..pipeline.resolve import resolve_entities
-from ..pipeline.task import labels_setting, validate_labels
-from ..prompts.templates import PromptContext, PromptTemplate
+from ..pipeline.task import LabelSet
+from ..prompts.el4ner import (
+    ClassificationTemplate,
+    ValidationTemplate,
+    el4ner_classify_template_v1,
+    el4ner_validate_template_v1,
+)
+from ..prompts.templates import PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import PoolExample, RandomRetriever, Retriever
-from ..ty import GenerationRequest
 from .members import Member, as_member
+from .stages import Candidate, Chunk, classify, extract, validate
+from .voting import REJECTIONS, pooled_rejection, vote  # noqa: F401  (bench/ imports the last two from here)
 
 EL4NER_STAGES = ("pre_extraction", "span_retrieval", "union", "vote", "validation")
-ENTITY = "entity"
-"""The one label of the extraction prompts (types come later)."""
-
-
-@dataclass
-class Candidate:
-    """A span of one chunk (chars relative to the chunk) and what the stages found about it."""
-
-    start: int
-    end: int
-    text: str
-    label: str = ""
-    votes: float = 0.0
-    """Share of the voting members that chose `label`."""
-    score: float = 0.0
-    """Summed log-probability of `label` over the members that voted for it."""
-    rejections: float = 0.0
-    """The validating members' pooled "No": their mean probability of it, or the share answering it (`rejection`)."""
-    validated: bool = True
-
-
-@dataclass
-class _Chunk:
-    doc: int
-    span: Span
-    starts: tuple[int, ...] = field(init=False)
-    ends: tuple[int, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.starts, self.ends = token_boundaries(self.span)
-
-    @property
-    def text(self) -> str:
-        return self.span.text
 
 
 @Language.factory(
@@ -104,6 +75,9 @@ class _Chunk:
         "seed": 0,
         "reject_share": 0.5,
         "rejection": "probability",
+        "classification_template": {"@misc": "spacy_fsner.EL4NERClassifyTemplate.v1"},
+        "validation_template": {"@misc": "spacy_fsner.EL4NERValidateTemplate.v1"},
+        "scorer": {"@scorers": "spacy_fsner.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -122,11 +96,14 @@ def make_el4ner(
     seed: int,
     reject_share: float,
     rejection: str,
+    classification_template: ClassificationTemplate,
+    validation_template: ValidationTemplate,
+    scorer: Callable | None,
 ) -> EL4NER:
     return EL4NER(
         nlp.vocab,
         name=name,
-        labels=labels_setting(labels),
+        labels=labels,
         label_definitions=label_definitions,
         members=members,
         template=template,
@@ -138,42 +115,21 @@ def make_el4ner(
         seed=seed,
         reject_share=reject_share,
         rejection=rejection,
+        classification_template=classification_template,
+        validation_template=validation_template,
+        scorer=scorer,
     )
 
 
-REJECTIONS = ("probability", "votes")
+class EL4NER(LabelSet, BatchedPipe):
+    """The ensemble component (see the module docstring)."""
 
-
-def vote(labels: Sequence[str], member_scores: Sequence[Sequence[float]]) -> tuple[str, float, float]:
-    """Type classification by vote: each member's scores (log-probabilities, one per label) vote for its best label;
-    the most votes win, ties going to the highest summed log-probability. Returns the label, its share of the votes
-    and that sum."""
-    votes: Counter[str] = Counter()
-    totals: Counter[str] = Counter()
-    for scores in member_scores:
-        best = max(range(len(scores)), key=lambda j: scores[j])
-        votes[labels[best]] += 1
-        totals[labels[best]] += scores[best]
-    label = max(votes, key=lambda name: (votes[name], totals[name]))
-    return label, votes[label] / len(member_scores), totals[label]
-
-
-def pooled_rejection(answers: Sequence[Sequence[float]], rejection: str) -> float:
-    """The members' pooled "No" to one validation question, from each member's (Yes, No) log-probabilities:
-    "votes", the share whose No beats their Yes; "probability", the mean probability of No among {Yes, No}."""
-    if rejection == "votes":
-        return sum(no > yes for yes, no in answers) / len(answers)
-    # the margin is capped so that exp cannot overflow
-    return sum(1.0 / (1.0 + math.exp(min(yes - no, 700.0))) for yes, no in answers) / len(answers)
-
-
-class EL4NER(BatchedPipe):
     def __init__(
         self,
         vocab: Vocab,
         *,
         name: str = "el4ner",
-        labels: Sequence[str],
+        labels: Sequence[str] | str,
         label_definitions: dict[str, str] | None = None,
         members: dict[str, Any],
         template: PromptTemplate,
@@ -185,6 +141,9 @@ class EL4NER(BatchedPipe):
         seed: int = 0,
         reject_share: float = 0.5,
         rejection: str = "probability",
+        classification_template: ClassificationTemplate | None = None,
+        validation_template: ValidationTemplate | None = None,
+        scorer: Callable | None = get_ner_prf,
     ) -> None:
         if not members:
             raise ValueError(
@@ -211,6 +170,9 @@ class EL4NER(BatchedPipe):
         self.set_labels(labels, label_definitions)
         self.members = {key: as_member(model, key) for key, model in members.items()}
         self.template = template
+        self.classification_template = classification_template or el4ner_classify_template_v1()
+        self.validation_template = validation_template or el4ner_validate_template_v1()
+        self.scorer = scorer
         self.retriever = retriever
         self.random = RandomRetriever(k=retriever.k, max_tokens=retriever.max_tokens, seed=seed)
         self.stages = {stage: True for stage in EL4NER_STAGES} | dict(stages or {})
@@ -219,14 +181,6 @@ class EL4NER(BatchedPipe):
         self.spans_key = spans_key
         first = next(iter(members.values()))  # embeddings = "model": the first member's input embeddings
         retriever.bind(lambda spec: embeddings_from_spec(spec, first))
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self._labels)
-
-    def set_labels(self, labels: Sequence[str], label_definitions: dict[str, str] | None = None) -> None:
-        validate_labels(labels, dict(label_definitions or {}))
-        self._labels, self._definitions = list(labels), dict(label_definitions or {})
 
     # the pool -----------------------------------------------------------------------------------------------------
     def initialize(
@@ -266,23 +220,35 @@ class EL4NER(BatchedPipe):
         if self.stages["pre_extraction"]:
             self.pre_extract(docs, chunks, members)
         selector = self.retriever if self.stages["span_retrieval"] else self.random
-        demos = selector.retrieve([c.span for c in chunks])
+        demos = [self._examples(ids) for ids in selector.retrieve([c.span for c in chunks])]
         extractors = members if self.stages["union"] else members[:1]
-        candidates = self.extract(chunks, demos, extractors)
-        self.classify(chunks, demos, candidates, members if self.stages["vote"] else members[:1])
+        candidates = extract(chunks, demos, extractors, self.template, self._labels)
+        voters = members if self.stages["vote"] else members[:1]
+        classify(chunks, demos, candidates, voters, self.classification_template, self._labels, self._definitions)
         if self.stages["validation"]:
-            self.validate(chunks, demos, candidates, members)
+            validate(
+                chunks,
+                demos,
+                candidates,
+                members,
+                self.validation_template,
+                self._labels,
+                self._definitions,
+                self.rejection,
+                self.reject_share,
+            )
         self._annotate(docs, chunks, candidates)
         return docs
 
-    def chunks(self, docs: list[Doc]) -> list[_Chunk]:
+    def chunks(self, docs: list[Doc]) -> list[Chunk]:
         """The pieces of `docs` that prompts carry (at most `max_chunk_tokens` tokens each)."""
-        return [_Chunk(i, span) for i, doc in enumerate(docs) for span in chunk_doc(doc, self.max_chunk_tokens)]
+        return [Chunk(i, span) for i, doc in enumerate(docs) for span in chunk_doc(doc, self.max_chunk_tokens)]
 
-    def pre_extract(self, docs: list[Doc], chunks: list[_Chunk], members: list[Member]) -> None:
+    def pre_extract(self, docs: list[Doc], chunks: list[Chunk], members: list[Member]) -> None:
         """Every member's spans, with random demonstrations, written where the span retriever reads its candidates."""
         key = getattr(self.retriever, "spans_key", "candidates")
-        found = self.extract(chunks, self.random.retrieve([c.span for c in chunks]), members)
+        demos = [self._examples(ids) for ids in self.random.retrieve([c.span for c in chunks])]
+        found = extract(chunks, demos, members, self.template, self._labels)
         for doc in docs:
             doc.spans[key] = []
         for chunk, spans in zip(chunks, found, strict=True):
@@ -290,100 +256,11 @@ class EL4NER(BatchedPipe):
             doc = docs[chunk.doc]
             doc.spans[key].extend([doc.char_span(offset + c.start, offset + c.end) for c in spans])
 
-    def extract(self, chunks: list[_Chunk], demos: list[list[int]], members: list[Member]) -> list[list[Candidate]]:
-        """Per chunk, the union (in text order) of the untyped spans every member copies from it."""
-        definition = "a name of one of these types: " + ", ".join(self._labels)
-        requests = []
-        for chunk, ids in zip(chunks, demos, strict=True):
-            examples = tuple((e.text, {ENTITY: e.spans}) for e in self._examples(ids))
-            context = PromptContext((ENTITY,), {ENTITY: definition}, examples)
-            requests.append(
-                GenerationRequest(
-                    self.template.prompt_prefix(ENTITY, context),
-                    self.template.suffix(chunk.text),
-                    chunk.text,
-                    chunk.starts,
-                    chunk.ends,
-                    self.template.fmt,
-                    self.template.tail(ENTITY),
-                )
-            )
-        found: list[dict[tuple[int, int], Candidate]] = [{} for _ in chunks]
-        for member in members:
-            for chunk, generation, spans in zip(chunks, member.extract(requests), found, strict=True):
-                texts = [e.text for e in parse_generation(generation).entities]
-                for _, start, end in align_in_order(chunk.text, texts, set(chunk.starts), set(chunk.ends)).spans:
-                    spans.setdefault((start, end), Candidate(start, end, chunk.text[start:end]))
-        return [sorted(spans.values(), key=lambda c: (c.start, c.end)) for spans in found]
-
-    def classify(
-        self, chunks: list[_Chunk], demos: list[list[int]], candidates: list[list[Candidate]], members: list[Member]
-    ) -> None:
-        """Each span's type: every member votes for its most probable type; most votes win, then summed score."""
-        options = [f" {label}" for label in self._labels]
-        for chunk, ids, spans in zip(chunks, demos, candidates, strict=True):
-            if not spans:
-                continue
-            prefix = self._classification_prefix(chunk, ids)
-            questions = [(f"{c.text}:", options) for c in spans]
-            per_member = [member.score(prefix, questions) for member in members]
-            for i, candidate in enumerate(spans):
-                candidate.label, candidate.votes, candidate.score = vote(self._labels, [m[i] for m in per_member])
-
-    def validate(
-        self, chunks: list[_Chunk], demos: list[list[int]], candidates: list[list[Candidate]], members: list[Member]
-    ) -> None:
-        """A span whose rejection (is it of its type? the members' mean probability of "No", or the share of members
-        answering "No", see `rejection`) reaches `reject_share` is marked not validated."""
-        for chunk, ids, spans in zip(chunks, demos, candidates, strict=True):
-            if not spans:
-                continue
-            prefix = self._validation_prefix(chunk, ids)
-            questions = [(f"{c.text} is {c.label}?", (" Yes", " No")) for c in spans]
-            per_member = [member.score(prefix, questions) for member in members]
-            for i, candidate in enumerate(spans):
-                candidate.rejections = pooled_rejection([m[i] for m in per_member], self.rejection)
-                candidate.validated = candidate.rejections < self.reject_share
-
     def _examples(self, ids: Sequence[int]) -> list[PoolExample]:
         """The retrieved pool sentences in prompt order: the most similar last."""
         return [self.retriever.pool[i] for i in reversed(ids)]
 
-    def _definitions_text(self) -> str:
-        defined = [label for label in self._labels if label in self._definitions]
-        return "".join(f"{label}: {self._definitions[label]}.\n" for label in defined)
-
-    def _classification_prefix(self, chunk: _Chunk, ids: Sequence[int]) -> str:
-        known = set(self._labels)
-        shots = "".join(
-            f"### Input:\n{e.text}\n\n### Types:\n"
-            + "".join(f"{text}: {label}\n" for label, text in e.mentions if label in known)
-            + "\n"
-            for e in self._examples(ids)
-        )
-        header = (
-            f"### Instruction:\nGive the type of each entity of the input: one of {', '.join(self._labels)}.\n"
-            + self._definitions_text()
-            + "\n"
-        )
-        return header + shots + f"### Input:\n{chunk.text}\n\n### Types:\n"
-
-    def _validation_prefix(self, chunk: _Chunk, ids: Sequence[int]) -> str:
-        """Each demonstration once, with a right and a wrong type for each of its entities, then the input."""
-        shots = []
-        for e in self._examples(ids):
-            answers = ""
-            for label, text in e.mentions:
-                if label not in self._labels:
-                    continue
-                wrong = self._labels[(self._labels.index(label) + 1) % len(self._labels)]
-                answers += f"{text} is {label}? Yes\n" + (f"{text} is {wrong}? No\n" if wrong != label else "")
-            if answers:
-                shots.append(f"### Input:\n{e.text}\n\n### Answers:\n{answers}\n")
-        header = "### Instruction:\nAnswer Yes if the entity is of the type named in the input, else No.\n"
-        return header + self._definitions_text() + "\n" + "".join(shots) + f"### Input:\n{chunk.text}\n\n### Answers:\n"
-
-    def _annotate(self, docs: list[Doc], chunks: list[_Chunk], candidates: list[list[Candidate]]) -> None:
+    def _annotate(self, docs: list[Doc], chunks: list[Chunk], candidates: list[list[Candidate]]) -> None:
         found: list[list[tuple[Span, Candidate]]] = [[] for _ in docs]
         for chunk, spans in zip(chunks, candidates, strict=True):
             doc = docs[chunk.doc]
@@ -399,27 +276,30 @@ class EL4NER(BatchedPipe):
             kept = [(span, c.votes) for span, c in pairs if c.validated]
             doc.ents = resolve_entities(kept, list(doc.ents), self.overwrite_ents)
 
-    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-        return get_ner_prf(examples)
-
     # serialisation: labels, definitions and the pool; members refer to their base models by name ------------------
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
-        data = {"labels": self._labels, "label_definitions": self._definitions}
+        """Labels, definitions and the pool (`retriever`); each can be left out by name (`exclude=["retriever"]`)."""
+        getters: dict[str, Callable[[], Any]] = {"labels": lambda: self._labels}
+        getters["label_definitions"] = lambda: self._definitions
         if self.retriever.pool:
-            data["retriever"] = self.retriever.to_bytes()
-        return srsly.msgpack_dumps(data)
+            getters["retriever"] = self.retriever.to_bytes
+        return util.to_bytes(getters, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> EL4NER:
-        data = srsly.msgpack_loads(bytes_data)
-        self.set_labels(data["labels"], data["label_definitions"])
-        if "retriever" in data:
-            self.retriever.from_bytes(data["retriever"])
+        data, exclude = srsly.msgpack_loads(bytes_data), list(exclude)
+        definitions = self._definitions if "label_definitions" in exclude else data.get("label_definitions", {})
+        setters: dict[str, Callable[[Any], Any]] = {
+            "labels": lambda labels: self.set_labels(labels, {k: v for k, v in definitions.items() if k in labels}),
+            "retriever": self.retriever.from_bytes,
+        }
+        util.from_dict(data, setters, exclude)
         return self
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "el4ner.msgpack").write_bytes(self.to_bytes())
+        """`el4ner.msgpack`: what `to_bytes` writes; all of it left out by `exclude=["el4ner"]`."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+        util.to_disk(path, {"el4ner.msgpack": lambda p: p.write_bytes(self.to_bytes(exclude=exclude))}, exclude)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> EL4NER:
-        return self.from_bytes((Path(path) / "el4ner.msgpack").read_bytes())
+        util.from_disk(path, {"el4ner.msgpack": lambda p: self.from_bytes(p.read_bytes(), exclude=exclude)}, exclude)
+        return self

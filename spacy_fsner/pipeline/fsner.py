@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import srsly
+from spacy import util
 from spacy.language import Language
+from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.vocab import Vocab
@@ -21,7 +23,7 @@ from ..retrieval.retrievers import Retriever
 from ..ty import DocGenerations, DocPrompts
 from .adaptation import Adaptation, InContextAdaptation
 from .batched import BatchedPipe
-from .task import REPORT_KEY, FewShotNERTask, labels_setting
+from .task import REPORT_KEY, FewShotNERTask, label_setting
 
 ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[DocGenerations]]]
 
@@ -41,6 +43,7 @@ _MODEL_HINT = "{'@llm_models': 'spacy_fsner.CausalLM.v1', 'name': 'models/tiny'}
         "save_io": False,
         "adaptation": {"@misc": "spacy_fsner.InContextAdaptation.v1"},
         "retriever": None,
+        "scorer": {"@scorers": "spacy_fsner.ner_scorer.v1"},
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -57,12 +60,16 @@ def make_fsner(
     save_io: bool,
     adaptation: Adaptation,
     retriever: Retriever | None,
+    scorer: Callable | None,
 ) -> FewShotNER:
     if model is None:
         raise ValueError(f"The fsner component needs a `model`, e.g. model={_MODEL_HINT}.")
-    labels = labels_setting(labels)
-    task = FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever)
-    return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation)
+    labels, label_definitions = label_setting(labels, label_definitions)
+    report_key = REPORT_KEY if name == "fsner" else name
+    task = FewShotNERTask(
+        labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever, report_key
+    )
+    return FewShotNER(nlp.vocab, task, model, name=name, save_io=save_io, adaptation=adaptation, scorer=scorer)
 
 
 _HINTS = (
@@ -82,8 +89,9 @@ _HINTS = (
 class FewShotNER(BatchedPipe):
     """Sets `doc.ents` (non-overlapping) and `doc.spans[spans_key]` (every candidate, scores in `.attrs`).
 
-    What could not be placed is counted per doc in `doc.user_data["fsner"]` and in total in `self.stats`, and
-    a warning says so: nothing is dropped silently.
+    What could not be placed is counted per doc in `doc.user_data[name]` (`doc.user_data["fsner"]` for the default
+    name) and in total in `self.stats`, and a warning says so: nothing is dropped silently. `score` is the `scorer`
+    setting's (`spacy_fsner.ner_scorer.v1`: P/R/F of `doc.ents`).
     """
 
     def __init__(
@@ -95,8 +103,10 @@ class FewShotNER(BatchedPipe):
         name: str = "fsner",
         save_io: bool = False,
         adaptation: Adaptation | None = None,
+        scorer: Callable | None = get_ner_prf,
     ) -> None:
         self.vocab = vocab
+        self.scorer = scorer
         self.task = task
         self.model = model
         self.name = name
@@ -125,16 +135,7 @@ class FewShotNER(BatchedPipe):
         given. The examples' reference docs become the retrieval pool when the component has a `retriever`;
         without one, the first `n_prompt_examples` of them (-1: all) become the fixed demonstrations of every prompt
         (0, the default: none, zero-shot prompts)."""
-        if n_prompt_examples < -1:
-            raise ValueError(f"n_prompt_examples must be -1 (all), 0 or a positive count, got {n_prompt_examples}.")
-        docs = [example.reference for example in get_examples()] if get_examples is not None else []
-        if labels is not None:
-            self.task.set_labels(labels, {k: v for k, v in self.task.label_definitions.items() if k in labels})
-        if self.task.retriever is not None:
-            if docs:
-                self.task.set_demonstrations(docs)
-        elif n_prompt_examples:
-            self.task.set_demonstrations(docs if n_prompt_examples == -1 else docs[:n_prompt_examples])
+        self.task.initialize(get_examples, nlp, labels, n_prompt_examples)
 
     def adapt(
         self,
@@ -161,37 +162,43 @@ class FewShotNER(BatchedPipe):
         return out
 
     def _count(self, doc: Doc) -> None:
-        report = doc.user_data[REPORT_KEY]
+        report = doc.user_data[self.task.report_key]
         lost = {key: len(items) for key, items in report.items() if items}
         self.stats.update(lost)
         self.stats["docs"] += 1
         if lost:
             hints = " ".join(hint for keys, hint in _HINTS if any(key in lost for key in keys))
             warnings.warn(
-                f"fsner: {lost} in a doc starting {doc.text[:40]!r}; see doc.user_data['{REPORT_KEY}']. {hints}",
+                f"{self.name}: {lost} in a doc starting {doc.text[:40]!r}; "
+                f"see doc.user_data['{self.task.report_key}']. {hints}",
                 stacklevel=3,
             )
 
-    def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-        return self.task.scorer(examples)
-
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "task.msgpack").write_bytes(self.task.to_bytes())
+        """`task.msgpack` (labels, definitions, demonstrations, retrieval index) and the `model` directory; either
+        can be left out by name (`exclude=["model"]`), and the task's own fields too (`exclude=["retriever"]`)."""
+        exclude = list(exclude)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        writers: dict[str, Callable[[Path], Any]] = {
+            "task.msgpack": lambda p: p.write_bytes(self.task.to_bytes(exclude=exclude))
+        }
         if hasattr(self.model, "to_disk"):
-            self.model.to_disk(path / "model")
+            writers["model"] = self.model.to_disk
+        util.to_disk(path, writers, exclude)
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> FewShotNER:
-        path = Path(path)
-        self.task.from_bytes((path / "task.msgpack").read_bytes())
-        if hasattr(self.model, "from_disk") and (path / "model").is_dir():
-            self.model.from_disk(path / "model")
+        exclude = list(exclude)
+        readers: dict[str, Callable[[Path], Any]] = {
+            "task.msgpack": lambda p: self.task.from_bytes(p.read_bytes(), exclude=exclude)
+        }
+        if hasattr(self.model, "from_disk"):
+            readers["model"] = lambda p: self.model.from_disk(p) if p.is_dir() else None
+        util.from_disk(path, readers, exclude)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
-            self.to_disk(tmp)
+            self.to_disk(tmp, exclude=exclude)
             files = {str(f.relative_to(tmp)): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()}
         return srsly.msgpack_dumps(files)
 
@@ -202,4 +209,4 @@ class FewShotNER(BatchedPipe):
         for name, data in srsly.msgpack_loads(bytes_data).items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
-        return self.from_disk(root)
+        return self.from_disk(root, exclude=exclude)

@@ -6,10 +6,12 @@ the `fsner` component and in spacy-llm's own `llm` component.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Iterable  # noqa: UP035  spacy-llm's type check reads typing.Iterable's `_name`
 
 import srsly
+from spacy import util
+from spacy.language import Language
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
@@ -25,38 +27,59 @@ from .chunking import chunk_doc, token_boundaries
 from .resolve import resolve_entities
 
 REPORT_KEY = "fsner"
-"""`doc.user_data[REPORT_KEY]`: what could not be placed for this doc (see `FewShotNERTask.parse_responses`)."""
+"""`doc.user_data[REPORT_KEY]`: what could not be placed for this doc (see `FewShotNERTask.annotate`). The default
+`report_key`: an `fsner` component writes under its own name, so that two of them keep apart."""
 
 
-def labels_setting(labels: Sequence[str] | str) -> list[str]:
-    """A component's `labels` setting as a list: "PER,ORG,LOC", as spacy-llm's tasks take them (handy on a command
-    line), is split on commas."""
+def label_setting(
+    labels: Sequence[str] | str,
+    label_definitions: Mapping[str, str] | None = None,
+    *,
+    required: bool = True,
+) -> tuple[list[str], dict[str, str]]:
+    """A component's or task's `labels` and `label_definitions` settings, checked: the labels as a list ("PER,ORG,LOC",
+    as spacy-llm's tasks take them, handy on a command line, is split on commas), present (unless not `required`:
+    a task that gets them later from `initialize` or `add_label`), unique, non-blank; definitions only for known
+    labels. The one check of every label set of the `fsner` and `el4ner` components and of `spacy_fsner.NER.v1`."""
     if isinstance(labels, str):
-        return [label.strip() for label in labels.split(",") if label.strip()]
-    return list(labels)
-
-
-def validate_labels(labels: Sequence[str], label_definitions: dict[str, str]) -> None:
-    """Labels present, unique, non-blank; definitions only for known labels."""
-    if isinstance(labels, str):
-        raise ValueError(f"`labels` must be a list of strings, got the string {labels!r}; use [{labels!r}].")
-    if not labels:
+        labels = [label.strip() for label in labels.split(",") if label.strip()]
+    labels, definitions = list(labels), dict(label_definitions or {})
+    if required and not labels:
         raise ValueError("`labels` is empty: pass the entity types to extract, e.g. labels=['PER', 'LOC'].")
     blank = [label for label in labels if not isinstance(label, str) or not label.strip()]
     if blank:
         raise ValueError(f"`labels` contains empty or non-string labels {blank!r}: remove them.")
-    duplicates = sorted({label for label in labels if list(labels).count(label) > 1})
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ValueError(f"`labels` lists {duplicates} more than once: list each label once.")
-    unknown = sorted(set(label_definitions) - set(labels))
+    unknown = sorted(set(definitions) - set(labels))
     if unknown:
         raise ValueError(
-            f"`label_definitions` defines {unknown}, which are not in `labels` {list(labels)}: add them to "
+            f"`label_definitions` defines {unknown}, which are not in `labels` {labels}: add them to "
             "`labels` or remove their definitions."
         )
+    return labels, definitions
 
 
-class FewShotNERTask:
+class LabelSet:
+    """Labels and their definitions, set through `label_setting` (the `fsner` task and the `el4ner` component)."""
+
+    _labels: list[str]
+    _definitions: dict[str, str]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self._labels)
+
+    @property
+    def label_definitions(self) -> dict[str, str]:
+        return dict(self._definitions)
+
+    def set_labels(self, labels: Sequence[str] | str, label_definitions: dict[str, str] | None = None) -> None:
+        self._labels, self._definitions = label_setting(labels, label_definitions)
+
+
+class FewShotNERTask(LabelSet):
     """One prompt per (chunk, label); entities placed in order, all labels of a chunk together; conflicts resolved
     by score.
 
@@ -67,18 +90,17 @@ class FewShotNERTask:
 
     def __init__(
         self,
-        labels: Sequence[str],
+        labels: Sequence[str] | str = (),
         label_definitions: dict[str, str] | None = None,
         template: PromptTemplate | None = None,
         max_chunk_tokens: int = 128,
         overwrite_ents: bool = False,
         spans_key: str = "fsner",
         retriever: Retriever | None = None,
+        report_key: str = REPORT_KEY,
     ) -> None:
-        label_definitions = dict(label_definitions or {})
-        validate_labels(labels, label_definitions)
-        self._labels = list(labels)
-        self._definitions = label_definitions
+        # no labels yet is allowed here (spacy-llm's tasks get them from `initialize` or `add_label`)
+        self._labels, self._definitions = label_setting(labels, label_definitions, required=False)
         self._template = template or cllmfs_template_v1()
         if max_chunk_tokens < 1:
             raise ValueError(f"max_chunk_tokens must be >= 1, got {max_chunk_tokens}")
@@ -87,18 +109,11 @@ class FewShotNERTask:
         self._spans_key = spans_key
         self._examples: list[AnnotatedText] = []
         self._retriever = retriever
+        self.report_key = report_key
 
     @property
     def retriever(self) -> Retriever | None:
         return self._retriever
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(self._labels)
-
-    @property
-    def label_definitions(self) -> dict[str, str]:
-        return dict(self._definitions)
 
     @property
     def template(self) -> PromptTemplate:
@@ -109,17 +124,32 @@ class FewShotNERTask:
         if label in self._labels:
             return 0
         definitions = {**self._definitions, **({label: label_definition} if label_definition else {})}
-        validate_labels([*self._labels, label], definitions)
-        self._labels.append(label)
-        self._definitions = definitions
+        self._labels, self._definitions = label_setting([*self._labels, label], definitions)
         return 1
 
     def clear(self) -> None:
         self._labels, self._definitions, self._examples = [], {}, []
 
-    def set_labels(self, labels: Sequence[str], label_definitions: dict[str, str] | None = None) -> None:
-        validate_labels(labels, dict(label_definitions or {}))
-        self._labels, self._definitions = list(labels), dict(label_definitions or {})
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]] | None = None,
+        nlp: Language | None = None,
+        labels: list[str] | None = None,
+        n_prompt_examples: int = 0,
+    ) -> None:
+        """`nlp.initialize(get_examples)` in spacy-llm's `llm` component, as its NER task does it: the labels are, by
+        precedence, `labels`, the task's own, or those of the examples' entities; the first `n_prompt_examples` of
+        the examples' reference docs (-1: all) become the demonstrations (with a retriever: all of them, its pool)."""
+        if n_prompt_examples < -1:
+            raise ValueError(f"n_prompt_examples must be -1 (all), 0 or a positive count, got {n_prompt_examples}.")
+        docs = [example.reference for example in get_examples()] if get_examples is not None else []
+        labels = labels or self._labels or sorted({ent.label_ for doc in docs for ent in doc.ents})
+        self.set_labels(labels, {k: v for k, v in self._definitions.items() if k in labels})
+        if self._retriever is not None:
+            if docs:
+                self.set_demonstrations(docs)
+        elif n_prompt_examples:
+            self.set_demonstrations(docs if n_prompt_examples == -1 else docs[:n_prompt_examples])
 
     def set_demonstrations(self, docs: Iterable[Doc]) -> None:
         """Use annotated docs (`doc.ents`) as in-prompt examples: all of them, in order (every label's entities of
@@ -232,50 +262,71 @@ class FewShotNERTask:
         group.attrs["scores"] = [score for _, score in candidates]
         doc.spans[self._spans_key] = group
         doc.ents = resolve_entities(candidates, list(doc.ents), self._overwrite_ents)
-        doc.user_data[REPORT_KEY] = report
+        doc.user_data[self.report_key] = report
         return doc
 
     def scorer(self, examples: Iterable[Example]) -> dict[str, Any]:
         return get_ner_prf(examples)
 
-    def to_bytes(self, *, exclude: tuple[str, ...] = ()) -> bytes:
-        """Labels, definitions and demonstrations (they change with `adapt`, so the config alone is not enough)."""
-        data = {"labels": self._labels, "label_definitions": self._definitions, "examples": self._examples}
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        """Labels, definitions and demonstrations (they change with `adapt`, so the config alone is not enough), and
+        the retrieval index; each can be left out by name (`exclude=["retriever"]`)."""
+        getters: dict[str, Callable[[], Any]] = {
+            "labels": lambda: self._labels,
+            "label_definitions": lambda: self._definitions,
+            "examples": lambda: self._examples,
+        }
         if self._retriever is not None and self._retriever.fitted:
-            data["retriever"] = self._retriever.to_bytes()
-        return srsly.msgpack_dumps(data)
+            getters["retriever"] = self._retriever.to_bytes
+        return util.to_bytes(getters, exclude)
 
-    def from_bytes(self, bytes_data: bytes, *, exclude: tuple[str, ...] = ()) -> FewShotNERTask:
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> FewShotNERTask:
         data = srsly.msgpack_loads(bytes_data)
-        self.set_labels(data["labels"], data["label_definitions"])
-        if "examples" in data:
-            self._examples = [(text, {k: list(v) for k, v in entities.items()}) for text, entities in data["examples"]]
-        else:  # saved by an earlier version: per label, the same texts in the same order
-            per_label = data["demonstrations"]
-            texts = [text for text, _ in next(iter(per_label.values()), [])]
-            self._examples = [(text, {k: list(v[i][1]) for k, v in per_label.items()}) for i, text in enumerate(texts)]
-        if "retriever" in data:
+        exclude = list(exclude)
+
+        def set_labels(labels: list[str]) -> None:
+            kept = {k: v for k, v in self._definitions.items() if k in labels}
+            self.set_labels(labels, kept if "label_definitions" in exclude else data.get("label_definitions", {}))
+
+        def set_examples(examples: list) -> None:
+            self._examples = [(text, {k: list(v) for k, v in entities.items()}) for text, entities in examples]
+
+        def set_retriever(index: bytes) -> None:
             if self._retriever is None:
                 raise ValueError(
                     "The saved fsner component has a retrieval index, but this one is configured without a "
                     "`retriever`: configure the retriever it was saved with (see its config.cfg)."
                 )
-            self._retriever.from_bytes(data["retriever"])
+            self._retriever.from_bytes(index)
+
+        if "demonstrations" in data:  # saved by an earlier version: per label, the same texts in the same order
+            per_label = data.pop("demonstrations")
+            texts = [text for text, _ in next(iter(per_label.values()), [])]
+            data["examples"] = [(text, {k: v[i][1] for k, v in per_label.items()}) for i, text in enumerate(texts)]
+        setters = {"labels": set_labels, "examples": set_examples, "retriever": set_retriever}
+        util.from_dict(data, setters, exclude)
         return self
 
 
 @llm_registry.llm_tasks("spacy_fsner.NER.v1")
 def make_ner_task(
-    labels: Sequence[str] = (),
+    labels: list[str] | str = [],  # noqa: B006  (read only; spaCy's config shows the default)
     label_definitions: dict[str, str] | None = None,
     template: PromptTemplate | None = None,
     max_chunk_tokens: int = 128,
     overwrite_ents: bool = False,
     spans_key: str = "fsner",
     retriever: Retriever | None = None,
+    report_key: str = REPORT_KEY,
 ) -> FewShotNERTask:
-    """The few-shot NER task for spacy-llm's `llm` component (and the engine of the `fsner` component)."""
-    return FewShotNERTask(labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever)
+    """The few-shot NER task for spacy-llm's `llm` component (and the engine of the `fsner` component).
+
+    `labels` as the `fsner` component takes them (a list, or "PER,LOC"); none (the default) until `initialize`
+    (from its `labels` or the examples' entities) or `add_label` gives them: prompting without labels is an error.
+    """
+    return FewShotNERTask(
+        labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever, report_key
+    )
 
 
 @registry.scorers("spacy_fsner.ner_scorer.v1")

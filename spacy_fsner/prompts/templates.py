@@ -210,15 +210,26 @@ def alpaca_template_v1() -> PromptTemplate:
 
 
 @registry.misc("spacy_fsner.SharedInputTemplate.v1")
-def shared_input_template_v1() -> PromptTemplate:
+def shared_input_template_v1(
+    header: str = "### Instruction:\nCopy from the input sentence the entities of the type named after it, each as "
+    "<<< entity >>>, in order; write nothing when it has none.\n\n",
+    instruction: str = "{label}:",
+    definition: str = "{label}: {definition}.\n",
+    input: str = "### Input:\n{text}\n\n",
+    response: str = "### Entities:\n",
+    empty_answers: bool = False,
+) -> PromptTemplate:
     """The input before the label, so that one sentence's KV cache serves all its labels (throughput: 18 labels
-    cost little more than 4). One short question line per label; each answer ends with a newline."""
+    cost little more than 4). One short question line per label; each answer ends with a newline.
+
+    Every part can be set from a config (`[components.fsner.template]`), `empty_answers = true` included (see
+    `SharedInputTemplate`); the defaults are the prompt the README measures."""
     return SharedInputTemplate(
-        header="### Instruction:\nCopy from the input sentence the entities of the type named after it, each as "
-        "<<< entity >>>, in order; write nothing when it has none.\n\n",
-        instruction="{label}:",
-        definition="{label}: {definition}.\n",
-        input="### Input:\n{text}\n\n",
-        response="### Entities:\n",
+        header=header,
+        instruction=instruction,
+        definition=definition,
+        input=input,
+        response=response,
         fmt=ResponseFormat(open=" <<< ", close=" >>>", end="\n"),
+        empty_answers=empty_answers,
     )

@@ -23,7 +23,7 @@ import torch
 from spacy.tokens import Span
 
 from spacy_fsner.data.readers import read_docs
-from spacy_fsner.models.causal_lm import CausalLM
+from spacy_fsner.models.causal_lm import causal_lm_v1
 from spacy_fsner.retrieval.embeddings import EncoderEmbeddings, InputEmbeddings
 from spacy_fsner.retrieval.retrievers import RandomRetriever, SentenceRetriever, SpanRetriever, WordRetriever
 
@@ -47,7 +47,7 @@ def main() -> None:
     queries = [d for d in docs[args.pool :] if d.ents][: args.queries]
     for query in queries:  # the span retriever's candidates: the gold entity strings (oracle pre-extraction)
         query.spans["candidates"] = [Span(query, e.start, e.end) for e in query.ents]
-    sources = {"model": lambda: InputEmbeddings.of(CausalLM(args.model, device="cpu"))}
+    sources = {"model": lambda: InputEmbeddings.of(causal_lm_v1(args.model, device="cpu"))}
     if args.encoder:
         sources["encoder"] = lambda: EncoderEmbeddings(args.encoder)
     configs = [("random", "-", RandomRetriever(k=5, seed=args.seed))]

@@ -82,13 +82,18 @@ def test_disk_and_bytes_round_trips_give_identical_predictions(nlp, tmp_path):
     assert _predictions(restored.pipe(TEXTS)) == expected
 
 
-def test_round_trip_keeps_the_lora_adapter(tiny_model_dir, tmp_path):
+def _save_lora_adapter(model_dir: Path, path: Path) -> None:
+    """A random (not zero) LoRA adapter for the model at `model_dir`, saved at `path`."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
     lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    lora.save_pretrained(tmp_path / "adapter")
+    lora.save_pretrained(path)
+
+
+def test_round_trip_keeps_the_lora_adapter(tiny_model_dir, tmp_path):
+    _save_lora_adapter(tiny_model_dir, tmp_path / "adapter")
     nlp = spacy.blank("en")
     nlp.add_pipe("fsner", config=fsner_config(tiny_model_dir, adapter=str(tmp_path / "adapter")))
     expected = _predictions(nlp.pipe(TEXTS))
@@ -263,12 +268,58 @@ def test_batch_sizes_default_by_device_and_settings_win(monkeypatch):
 
     from spacy_fsner.models import causal_lm
 
-    cpu = causal_lm.CausalLM("smollm2-135m-instruct", device="cpu")
-    assert {k: cpu.settings[k] for k in ("batch_size", "batch_tokens")} == causal_lm.BATCH_DEFAULTS["cpu"]
+    def batches(lm: causal_lm.CausalLM) -> dict:
+        return {"batch_size": lm.config.batch_size, "batch_tokens": lm.config.batch_tokens}
+
+    cpu = causal_lm.causal_lm_v1("smollm2-135m-instruct", device="cpu")
+    assert batches(cpu) == causal_lm.BATCH_DEFAULTS["cpu"]
     monkeypatch.setattr(causal_lm, "resolve_device", lambda device: torch.device("cuda"))
     monkeypatch.setattr(causal_lm, "resolve_dtype", lambda dtype, device: torch.bfloat16)
-    gpu = causal_lm.CausalLM("smollm2-135m-instruct", device="cuda")
-    assert {k: gpu.settings[k] for k in ("batch_size", "batch_tokens")} == causal_lm.BATCH_DEFAULTS["cuda"]
-    assert gpu.settings["batch_size"] > cpu.settings["batch_size"]
-    chosen = causal_lm.CausalLM("smollm2-135m-instruct", device="cuda", batch_size=7, batch_tokens=99)
-    assert (chosen.settings["batch_size"], chosen.settings["batch_tokens"]) == (7, 99)
+    gpu = causal_lm.causal_lm_v1("smollm2-135m-instruct", device="cuda")
+    assert batches(gpu) == causal_lm.BATCH_DEFAULTS["cuda"]
+    assert gpu.config.batch_size > cpu.config.batch_size
+    chosen = causal_lm.causal_lm_v1("smollm2-135m-instruct", device="cuda", batch_size=7, batch_tokens=99)
+    assert batches(chosen) == {"batch_size": 7, "batch_tokens": 99}
+
+
+def test_saving_a_pipeline_that_never_ran_does_not_load_the_model(tiny_model_dir, tmp_path, monkeypatch):
+    """spaCy's convention: `to_disk` before any call writes the tokenizer and a copy of the configured adapter
+    without loading the base model; the saved pipeline predicts what one that ran does, and saves over itself."""
+    from spacy_fsner.models import causal_lm
+
+    _save_lora_adapter(tiny_model_dir, tmp_path / "adapter")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("fsner", config=fsner_config(tiny_model_dir, adapter=str(tmp_path / "adapter")))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the base model was loaded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(causal_lm, "load_base_model", no_loading)
+        nlp.to_disk(tmp_path / "pipeline")
+        saved = tmp_path / "pipeline" / "fsner" / "model"
+        assert (saved / "adapter" / "adapter_model.safetensors").is_file()
+        assert (saved / "tokenizer" / "tokenizer.json").is_file()
+        reloaded = spacy.load(tmp_path / "pipeline")
+        reloaded.to_disk(tmp_path / "pipeline")  # from where it was loaded: nothing lost, still nothing loaded
+        assert nlp.get_pipe("fsner").model._loaded_model is None
+    expected = _predictions(nlp.pipe(TEXTS))
+    assert any(e for e, _, _ in expected), "the tiny model should find some entities"
+    (tmp_path / "adapter" / "adapter_model.safetensors").unlink()  # the pipeline must carry its own copy
+    assert _predictions(spacy.load(tmp_path / "pipeline").pipe(TEXTS)) == expected
+
+
+def test_model_to_disk_and_from_disk_honour_exclude(tiny_model_dir, tmp_path):
+    from spacy_fsner.models.causal_lm import causal_lm_v1
+
+    _save_lora_adapter(tiny_model_dir, tmp_path / "adapter")
+    lm = causal_lm_v1(str(tiny_model_dir), adapter=str(tmp_path / "adapter"))
+    lm.to_disk(tmp_path / "model", exclude=["adapter"])
+    assert (tmp_path / "model" / "tokenizer").is_dir() and not (tmp_path / "model" / "adapter").exists()
+    lm.from_disk(tmp_path / "model", exclude=["adapter"])
+    assert lm.adapter == str(tmp_path / "adapter") and lm.tokenizer_source == str(tmp_path / "model" / "tokenizer")
+    lm.to_disk(tmp_path / "other", exclude=("tokenizer",))
+    assert (tmp_path / "other" / "adapter").is_dir() and not (tmp_path / "other" / "tokenizer").exists()
+    fresh = causal_lm_v1(str(tiny_model_dir))
+    fresh.from_disk(tmp_path / "other", exclude=("tokenizer",))
+    assert fresh.tokenizer_source is None and fresh.adapter == str(tmp_path / "other" / "adapter")

@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import spacy
 import torch
+from generator_settings import generator_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spacy_fsner.decoding.alignment import align_in_order, align_jointly
 from spacy_fsner.decoding.constraint import SubstringConstraint
-from spacy_fsner.decoding.generator import ConstrainedGenerator, decode_generated
+from spacy_fsner.decoding.encoding import decode_generated
+from spacy_fsner.decoding.generator import ConstrainedGenerator
 from spacy_fsner.decoding.parsing import parse_generation, parse_response
 from spacy_fsner.decoding.vocab import TokenTrie, token_bytes
 from spacy_fsner.pipeline.chunking import token_boundaries
@@ -126,7 +128,7 @@ def test_random_weight_model_only_writes_token_aligned_substrings(model_and_toke
     with torch.no_grad():  # a freshly drawn output layer: a different random-weight model per example
         model.lm_head.weight.copy_(torch.randn(model.lm_head.weight.shape, generator=generator_rng) * 0.5)
     template = data.draw(st.sampled_from([cllmfs_template_v1(), alpaca_template_v1()]))
-    generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=40, batch_size=4)
+    generator = ConstrainedGenerator(model, tokenizer, generator_config(max_new_tokens=40, batch_size=4))
     generations = generator.generate([_request(text, template, label) for label in ("PER", "LOC")])
     for generation in generations:
         parsed = parse_response(generation.text, template.fmt)
@@ -170,7 +172,7 @@ def test_batched_cached_generation_equals_one_generate_call_per_prompt(model_and
     with torch.no_grad():
         model.lm_head.weight.copy_(torch.randn(model.lm_head.weight.shape, generator=torch.Generator().manual_seed(1)))
     requests = [_request(s, label=label) for s in real_sentences[:12] + real_sentences[-12:] for label in ("A", "B")]
-    generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=24, batch_size=8)
+    generator = ConstrainedGenerator(model, tokenizer, generator_config(max_new_tokens=24, batch_size=8))
     batched = generator.generate(requests)
     alone = [generator.generate_naive(r) for r in requests]
     assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
@@ -235,15 +237,15 @@ def test_generation_stopped_inside_a_multibyte_character_parses_to_a_copy_of_the
 
 def test_generator_output_stopped_inside_a_multibyte_character_drops_the_partial_character(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
-    generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=40)
+    generator = ConstrainedGenerator(model, tokenizer, generator_config(max_new_tokens=40))
     single_byte = {piece: token for token, piece in enumerate(generator.trie.token_bytes) if piece and len(piece) == 1}
     data = b" <<< Nadim Ladki " + EMOJI[:3]
     ids = [single_byte[bytes([b])] for b in data]  # the worst split: one byte per token
-    generation = generator._generation(ids, [-1.0] * len(ids), False, FMT)
+    generation = generator.generation(ids, [-1.0] * len(ids), False, FMT)
     assert generation.text == " <<< Nadim Ladki "
     assert generation.token_ends == list(range(1, len(data) + 1))
     assert parse_generation(generation).unterminated == "Nadim Ladki"
-    whole = generator._generation(ids + [single_byte[EMOJI[3:]]], [-1.0] * (len(ids) + 1), False, FMT)
+    whole = generator.generation(ids + [single_byte[EMOJI[3:]]], [-1.0] * (len(ids) + 1), False, FMT)
     assert whole.text == " <<< Nadim Ladki 😀" and parse_generation(whole).unterminated == "Nadim Ladki 😀"
 
 

@@ -234,7 +234,7 @@ def test_option_scores_equal_the_log_probability_of_the_full_sequence(tiny_model
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from spacy_fsner.decoding.generator import encode_prompt
+    from spacy_fsner.decoding.encoding import encode_prompt
     from spacy_fsner.decoding.scoring import score_options
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()

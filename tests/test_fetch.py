@@ -152,11 +152,11 @@ def test_unreachable_index_says_what_failed(monkeypatch, tmp_path):
 
 
 def test_a_fetch_name_is_a_valid_model_name_and_is_not_fetched_at_construction(monkeypatch, tmp_path):
-    from spacy_fsner.models.causal_lm import CausalLM
+    from spacy_fsner.models.causal_lm import causal_lm_v1
 
     monkeypatch.setenv("FSNER_MODEL_CACHE", str(tmp_path / "cache"))
     assert check_model_source("smollm2-135m-instruct") == "smollm2-135m-instruct"
-    model = CausalLM("gemma3-270m")
+    model = causal_lm_v1("gemma3-270m")
     assert model.name == "gemma3-270m"
     assert not (tmp_path / "cache").exists()
 

@@ -7,11 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import spacy
+from generator_settings import generator_config
 from spacy.tokens import Doc, Span, SpanGroup
 from test_sft_records import make_doc  # tests/ is on sys.path under pytest
 from transformers import AutoTokenizer
 
-from spacy_fsner.decoding.generator import ConstrainedGenerator, encode_completion
+from spacy_fsner.decoding.encoding import encode_completion
+from spacy_fsner.decoding.generator import ConstrainedGenerator
 from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import alpaca_template_v1
 from spacy_fsner.training.preference_pairs import (
@@ -165,7 +167,9 @@ def test_dpo_records_encode_like_the_generator(tokenizer) -> None:
     task = FewShotNERTask(LABELS)
     pairs = boundary_shift_pairs([gold_doc()], task)
     records = dpo_records(pairs, tokenizer)
-    generator = ConstrainedGenerator(SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None)), tokenizer)
+    generator = ConstrainedGenerator(
+        SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None)), tokenizer, generator_config()
+    )
     assert len(records) == len(pairs) > 0
     for pair, record in zip(pairs, records, strict=True):
         request = GenerationRequest(pair.prefix, pair.suffix, "", (), (), pair.fmt, pair.tail)

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import spacy
 import torch
+from generator_settings import generator_config
 from hypothesis import given
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spacy_fsner.decoding.generator import ConstrainedGenerator, prompt_tree_tokens
+from spacy_fsner.decoding.generator import ConstrainedGenerator
 from spacy_fsner.decoding.parsing import parse_generation
+from spacy_fsner.decoding.prefix_tree import prompt_tree_tokens
 from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import PromptContext, cllmfs_template_v1, shared_input_template_v1
 from spacy_fsner.ty import GenerationRequest
@@ -59,9 +61,8 @@ def test_tree_generation_equals_one_generate_call_per_prompt(
     model, tokenizer = model_and_tokenizer
     texts = sentences(shared_data, 14)
     requests = requests_for(texts + texts[:2], template)  # two inputs twice: generated once, answered twice
-    generator = ConstrainedGenerator(
-        model, tokenizer, max_new_tokens=12, batch_size=batch_size, batch_tokens=batch_tokens
-    )
+    config = generator_config(max_new_tokens=12, batch_size=batch_size, batch_tokens=batch_tokens)
+    generator = ConstrainedGenerator(model, tokenizer, config)
     batched = generator.generate(requests)
     assert generator.counts["prompt_tokens"] == prompt_tree_tokens(generator, requests), "a shared part computed twice"
     assert generator.counts["pad_tokens"] <= 0.1 * generator.counts["prompt_tokens"] + batch_size
@@ -80,7 +81,7 @@ def test_shared_input_computes_the_sentence_once_for_all_labels(model_and_tokeni
     assert len({r.prefix for r in shared}) == 1 and len({r.prefix for r in per_label}) == len(LABELS)
     counts = {}
     for name, requests in (("per_label", per_label), ("shared", shared)):
-        generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=1)
+        generator = ConstrainedGenerator(model, tokenizer, generator_config(max_new_tokens=1))
         generator.generate(requests)
         sentence_tokens = sum(len(generator.encode(r)[1]) for r in requests[:: len(LABELS)])
         counts[name] = generator.counts["prompt_tokens"] - prompt_tree_tokens(generator, requests[:1]), sentence_tokens
@@ -99,7 +100,8 @@ def test_mixed_tails_and_no_prefix_cache_give_the_same_tokens(model_and_tokenize
         for i, r in enumerate(requests)
     ]
     for prefix_cache in (True, False):
-        generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=10, batch_size=6, prefix_cache=prefix_cache)
+        config = generator_config(max_new_tokens=10, batch_size=6, prefix_cache=prefix_cache)
+        generator = ConstrainedGenerator(model, tokenizer, config)
         batched = generator.generate(mixed)
         assert [g.token_ids for g in batched] == [generator.generate_naive(r).token_ids for r in mixed]
 
@@ -118,7 +120,9 @@ def test_retrieved_demonstrations_per_sentence_are_batched_together(model_and_to
     task.set_demonstrations(pool)
     requests = [r for prompts in task.generate_prompts(map(NLP, texts)) for r in prompts.requests]
     assert len({r.prefix for r in requests}) >= len(texts), "a prefix per sentence (and label)"
-    generator = ConstrainedGenerator(model, tokenizer, max_new_tokens=8, batch_size=64, batch_tokens=8192)
+    generator = ConstrainedGenerator(
+        model, tokenizer, generator_config(max_new_tokens=8, batch_size=64, batch_tokens=8192)
+    )
     batched = generator.generate(requests)
     prefixes = [list(p) for p in {tuple(generator.encode(r)[0]) for r in requests}]
     header = len(os.path.commonprefix(prefixes))  # what all the per-sentence prefixes begin with
@@ -139,7 +143,7 @@ def test_retrieved_demonstrations_per_sentence_are_batched_together(model_and_to
 )
 def test_sub_batches_keep_the_token_budget_and_the_pad_tolerance(lengths, budget, tolerance):
     generator = ConstrainedGenerator.__new__(ConstrainedGenerator)
-    generator.batch_tokens, generator.pad_tolerance = budget, tolerance
+    generator.config = generator_config(batch_tokens=budget, pad_tolerance=tolerance)
     batches = generator._sub_batches(list(range(len(lengths))), lambda i: lengths[i])
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     for batch in batches:

@@ -21,6 +21,7 @@ from unittest import mock
 import pytest
 import spacy
 import torch
+from generator_settings import generator_config
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedTokenizerBase
@@ -89,7 +90,7 @@ def real(request) -> RealTokenizer:
     directory = request.getfixturevalue(f"{request.param}_dir")
     tokenizer = AutoTokenizer.from_pretrained(directory)
     stand_in = SimpleNamespace(generation_config=GenerationConfig.from_pretrained(directory))
-    generator = ConstrainedGenerator(stand_in, tokenizer)
+    generator = ConstrainedGenerator(stand_in, tokenizer, generator_config())
     return RealTokenizer(request.param, Path(directory), tokenizer, generator)
 
 
@@ -312,7 +313,7 @@ def test_real_model_writes_only_token_aligned_substrings(real, samples):
     assert len(docs) == sentences
     model = AutoModelForCausalLM.from_pretrained(real.directory, dtype=torch.float32).eval()
     with mock.patch.object(TokenTrie, "from_tokenizer", return_value=real.trie):  # reuse the module's trie
-        generator = ConstrainedGenerator(model, real.tokenizer, max_new_tokens=24, batch_size=16)
+        generator = ConstrainedGenerator(model, real.tokenizer, generator_config(max_new_tokens=24, batch_size=16))
     requests = []
     for template in (factory() for factory in TEMPLATES.values()):
         for label in labels:

@@ -11,10 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 import spacy
+from generator_settings import generator_config
 from spacy.tokens import Doc, Span
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from spacy_fsner.decoding.generator import ConstrainedGenerator, encode_completion, encode_prompt
+from spacy_fsner.decoding.encoding import encode_completion, encode_prompt
+from spacy_fsner.decoding.generator import ConstrainedGenerator
 from spacy_fsner.pipeline.task import FewShotNERTask
 from spacy_fsner.prompts.templates import alpaca_template_v1, shared_input_template_v1
 from spacy_fsner.training.sft_records import SFT_FEATURES, sft_dataset, sft_records
@@ -42,7 +44,7 @@ def tokenizer(tiny_model_dir) -> PreTrainedTokenizerBase:
 def stub_generator(tokenizer: PreTrainedTokenizerBase) -> ConstrainedGenerator:
     """A generator for its `encode` only: no model weights are needed to encode a prompt."""
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
-    return ConstrainedGenerator(model, tokenizer)
+    return ConstrainedGenerator(model, tokenizer, generator_config())
 
 
 def docs_and_task(template=None) -> tuple[list[Doc], FewShotNERTask]:

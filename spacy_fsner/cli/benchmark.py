@@ -242,7 +242,7 @@ def benchmark(
     import torch
 
     from ..data.readers import read_corpus as read_gold_docs
-    from ..decoding.generator import prompt_tree_tokens
+    from ..decoding.prefix_tree import prompt_tree_tokens
     from ..models.tiny import TinyModelSpec, build_tiny_model, tokenizer_texts
 
     if threads:
@@ -326,7 +326,7 @@ def benchmark(
     typer.echo(
         f"\n{len(texts)} sentences of {data} (naive loop: the first {len(naive_texts)}), {shots} demonstrations, "
         f"{described}, {device_type}, {torch.get_num_threads()} threads, max_new_tokens={max_new_tokens}, "
-        f"batch_size={generator.batch_size}, batch_tokens={generator.batch_tokens}\n"
+        f"batch_size={generator.config.batch_size}, batch_tokens={generator.config.batch_tokens}\n"
     )
     extra = " roofline s/sentence | x roofline |" if roofline else ""
     typer.echo(

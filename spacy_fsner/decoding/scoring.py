@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from .generator import encode_prompt
+from .encoding import encode_prompt
 
 
 @torch.inference_mode()

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Iterable  # noqa: UP035  spacy-llm's type check reads typing.Iterable's `_name`
 
+import torch
 from spacy_llm.registry import registry as llm_registry
+from transformers import PreTrainedTokenizerBase
 
-from ..decoding.generator import ConstrainedGenerator
+from ..decoding.generator import ConstrainedGenerator, GeneratorConfig
 from ..ty import DocGenerations, DocPrompts
 from .loading import (
     attach_adapter,
@@ -36,41 +38,27 @@ faster at 18 labels (README, "Benchmarks")."""
 
 
 class CausalLM:
-    """Generates constrained answers for every prompt of a batch of docs at once."""
+    """Generates constrained answers for every prompt of a batch of docs at once. Build it with `causal_lm_v1`
+    (`spacy_fsner.CausalLM.v1`), which holds the defaults and resolves `dtype`, `device` and the batch sizes."""
 
     def __init__(
         self,
         name: str,
-        adapter: str | None = None,
-        dtype: str = "auto",
-        device: str = "auto",
-        batch_size: int | None = None,
-        max_new_tokens: int = 128,
-        constrained: bool = True,
-        prefix_cache: bool = True,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        progress: bool = False,
-        batch_tokens: int | None = None,
-        pad_tolerance: float = 0.1,
+        adapter: str | None,
+        dtype: torch.dtype,
+        device: torch.device,
+        config: GeneratorConfig,
+        trust_remote_code: bool,
+        revision: str | None,
     ) -> None:
         self.name = check_model_source(name)
         self.adapter = adapter
         self.tokenizer_source: str | None = None
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        defaults = BATCH_DEFAULTS["cuda" if self.device.type == "cuda" else "cpu"]
-        self.settings = {
-            "batch_size": defaults["batch_size"] if batch_size is None else batch_size,
-            "max_new_tokens": max_new_tokens,
-            "constrained": constrained,
-            "prefix_cache": prefix_cache,
-            "batch_tokens": defaults["batch_tokens"] if batch_tokens is None else batch_tokens,
-            "pad_tolerance": pad_tolerance,
-        }
+        self.device = device
+        self.dtype = dtype
+        self.config = config
         self.trust_remote_code = trust_remote_code
         self.revision = revision
-        self.progress = progress
         self._generator: ConstrainedGenerator | None = None
         self._loaded_model = None
         self._restore: Callable[[], None] | None = None
@@ -94,10 +82,13 @@ class CausalLM:
 
     def _start_generator(self, model) -> None:
         """The generator around `model` (base + configured adapter) and the tokenizer."""
-        source = self.tokenizer_source or model_location(self.name)
-        tokenizer = load_tokenizer(source, self.trust_remote_code)
-        self._generator = ConstrainedGenerator(model, tokenizer, **self.settings)
+        self._generator = ConstrainedGenerator(model, self._load_tokenizer(), self.config)
         self._loaded_model = model
+
+    def _load_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer from the saved pipeline (`from_disk`), else from the model's own source."""
+        source = self.tokenizer_source or model_location(self.name)
+        return load_tokenizer(source, self.trust_remote_code)
 
     @property
     def loaded_model(self):
@@ -124,30 +115,51 @@ class CausalLM:
         """All prompts of all docs go through the generator together (batched, prefix cached)."""
         per_doc = [list(doc_prompts) for doc_prompts in prompts]
         requests = [r for doc in per_doc for shard in doc for r in shard.requests]
-        generations = iter(self.generator.generate(requests, progress=self.progress))
+        generations = iter(self.generator.generate(requests))
         return [
             [DocGenerations(shard, [next(generations) for _ in shard.requests]) for shard in doc] for doc in per_doc
         ]
 
-    def to_disk(self, path: Path) -> None:
-        """Tokenizer and adapter weights (safetensors); the base model is referred to by name or path.
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        """Tokenizer and adapter weights (safetensors); the base model is referred to by name or path. `exclude`:
+        "tokenizer" and/or "adapter" are not written.
 
         The configured adapter is saved, never an episode's (`use_model`): a saved pipeline is the one configured.
+        A model not loaded yet is not loaded to save it (spaCy's convention): the tokenizer alone is loaded from its
+        source and the configured adapter's files are copied.
         """
         path.mkdir(parents=True, exist_ok=True)
-        for sub in ("tokenizer", "adapter"):
-            shutil.rmtree(path / sub, ignore_errors=True)
-        generator = self.generator
-        generator.tokenizer.save_pretrained(path / "tokenizer")
-        if self.adapter is not None:
-            self.loaded_model.save_pretrained(path / "adapter", selected_adapters=["default"])
+        if "tokenizer" not in exclude:  # read before anything is removed: `path` may be where it was loaded from
+            tokenizer = self._generator.tokenizer if self._generator is not None else self._load_tokenizer()
+            shutil.rmtree(path / "tokenizer", ignore_errors=True)
+            tokenizer.save_pretrained(path / "tokenizer")
+        if "adapter" not in exclude:
+            self._save_adapter(path / "adapter")
         meta = {"base_model": self.name, "has_adapter": self.adapter is not None}
         (path / "model.json").write_text(json.dumps(meta, indent=2))
 
-    def from_disk(self, path: Path) -> CausalLM:
+    def _save_adapter(self, target: Path) -> None:
+        """The configured adapter at `target`: from the loaded model, else a copy of its directory's files."""
+        if self.adapter is not None and self._loaded_model is None:
+            source = Path(self.adapter)
+            if source.resolve() != target.resolve():  # else it is already there
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                for file in (f for f in source.iterdir() if f.is_file()):
+                    shutil.copy2(file, target / file.name)
+            return
+        shutil.rmtree(target, ignore_errors=True)
+        if self.adapter is not None:
+            self._loaded_model.save_pretrained(target, selected_adapters=["default"])
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> CausalLM:
+        """Point the model at the pipeline's own tokenizer and adapter (loaded on first use); `exclude`: "tokenizer"
+        and/or "adapter" stay as configured."""
         meta = json.loads((path / "model.json").read_text())
-        self.tokenizer_source = str(path / "tokenizer")
-        self.adapter = str(path / "adapter") if meta["has_adapter"] else None
+        if "tokenizer" not in exclude:
+            self.tokenizer_source = str(path / "tokenizer")
+        if "adapter" not in exclude:
+            self.adapter = str(path / "adapter") if meta["has_adapter"] else None
         self._generator, self._loaded_model, self._restore = None, None, None
         return self
 
@@ -172,17 +184,14 @@ def causal_lm_v1(
     `batch_size`: rows decoded together; `batch_tokens`: tokens per prefill forward pass (both by device when left
     out: `BATCH_DEFAULTS`); `pad_tolerance`: the share of a prefill batch's tokens that may be pads (prompts of other
     lengths go to another batch)."""
-    return CausalLM(
-        name,
-        adapter,
-        dtype,
-        device,
-        batch_size,
-        max_new_tokens,
-        constrained,
-        prefix_cache,
-        trust_remote_code,
-        revision,
-        batch_tokens=batch_tokens,
+    resolved = resolve_device(device)
+    by_device = BATCH_DEFAULTS["cuda" if resolved.type == "cuda" else "cpu"]
+    config = GeneratorConfig(
+        batch_size=by_device["batch_size"] if batch_size is None else batch_size,
+        batch_tokens=by_device["batch_tokens"] if batch_tokens is None else batch_tokens,
         pad_tolerance=pad_tolerance,
+        max_new_tokens=max_new_tokens,
+        constrained=constrained,
+        prefix_cache=prefix_cache,
     )
+    return CausalLM(name, adapter, resolve_dtype(dtype, resolved), resolved, config, trust_remote_code, revision)

@@ -34,7 +34,7 @@ from datasets import Dataset, Features, List, Value
 from spacy.tokens import Doc, Span
 from transformers import PreTrainedTokenizerBase
 
-from ..decoding.generator import encode_completion, encode_prompt
+from ..decoding.encoding import encode_completion, encode_prompt
 from ..pipeline.task import FewShotNERTask
 from ..ty import GenerationRequest
 

@@ -269,6 +269,19 @@ def test_every_block_and_command_is_known():
     assert not stale, f"COMMANDS lists commands the README no longer has: {stale}"
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy 2-core machine two threads spin against each other (the quickstart took 5 minutes
+    with two threads beside other jobs, about 40 s with one)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("block", _params("python"))
 def test_python_block_runs_as_written(block: Block, request, tmp_path, monkeypatch, capsys):
     _fetch_named_models(block, request)

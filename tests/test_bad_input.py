@@ -1,4 +1,4 @@
-"""SPEC section 5: every bad input gives an error that names the problem and the fix."""
+"""Every bad input gives an error that names the problem and the fix."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Scores of SPEC section 2: hand-computed cases, and cross-checks against spaCy and seqeval on real data."""
+"""The scores the papers report: hand-computed cases, and cross-checks against spaCy and seqeval on real data."""
 
 import json
 import random

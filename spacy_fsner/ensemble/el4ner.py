@@ -1,4 +1,4 @@
-"""EL4NER: an ensemble of small LLMs doing in-context NER in stages (SPEC 3; papers/el4ner-abstract.md).
+"""EL4NER: an ensemble of small LLMs doing in-context NER in stages (ensemble learning of small-parameter LLMs).
 
 The `el4ner` component (`nlp.add_pipe("el4ner", config={"members": {...}, "labels": [...]})`), for each sentence:
 

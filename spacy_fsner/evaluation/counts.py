@@ -1,6 +1,6 @@
 """Counting true positives, false positives and false negatives: the one helper every score uses.
 
-Each score of SPEC section 2 differs only in what it counts as "the same entity" (a token span, a normalised
+Each score (`scores.py`) differs only in what it counts as "the same entity" (a token span, a normalised
 string) and in which unit it counts within (a sentence, an episode). They all reduce to `tally`: per unit, a
 set of gold keys and a set of predicted keys, each key starting with the entity type.
 """

@@ -1,4 +1,4 @@
-"""The scores of SPEC section 2, each computed the way the paper that reports it does, so numbers compare.
+"""The scores the papers report, each computed the way the paper that reports it does, so numbers compare.
 
 All take spaCy `Example`s (`example.predicted.ents` against `example.reference.ents`); the episode protocols
 take one list of Examples per episode (its query sentences). Which entities count is decided once, in
@@ -180,7 +180,7 @@ def hou_episodes(episodes: Sequence[Sequence[Example]]) -> EpisodeMean:
 def score_all(
     examples: Sequence[Example] | None = None, *, episodes: Sequence[Sequence[Example]] | None = None
 ) -> dict[str, Result]:
-    """Every score of SPEC section 2 on either a flat list of `examples` or a list of `episodes` (then the
+    """Every score here on either a flat list of `examples` or a list of `episodes` (then the
     sentence-level scores run over all query sentences and both episode protocols are added).
     """
     if (examples is None) == (episodes is None):

@@ -34,7 +34,7 @@ about the same batched or not, but every decode step has its overhead (Python, c
 256 rows instead of 64 made SmolLM2 with the shared-input template about 20% faster at 4 and at 18 labels on 2
 threads, for 1.5-2 GiB more peak memory. On a GPU a decode step of a few rows costs about what one of hundreds
 costs (the weights are read once per step): on an H200, 512 rows instead of 64 made the shared-input template 5x
-faster at 18 labels (README, "Benchmarks")."""
+faster at 18 labels (docs/results.md)."""
 
 
 class CausalLM:

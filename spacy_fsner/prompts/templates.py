@@ -121,7 +121,7 @@ class SharedInputTemplate(PromptTemplate):
     label or the input, so one KV cache serves every prompt; the suffix serves every label of its sentence.
     `empty_answers`: whether a demonstration also shows the labels it has no entity of, with the empty answer. On,
     SmolLM2 in context answered nothing to everything (the empty lines dominate); off, the default, a demonstration
-    lists only the labels it has entities of (see the README for F1).
+    lists only the labels it has entities of (see docs/results.md for F1).
     """
 
     empty_answers: bool = False
@@ -223,7 +223,7 @@ def shared_input_template_v1(
     cost little more than 4). One short question line per label; each answer ends with a newline.
 
     Every part can be set from a config (`[components.fsner.template]`), `empty_answers = true` included (see
-    `SharedInputTemplate`); the defaults are the prompt the README measures."""
+    `SharedInputTemplate`); the defaults are the prompt docs/results.md measures."""
     return SharedInputTemplate(
         header=header,
         instruction=instruction,

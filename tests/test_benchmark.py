@@ -5,7 +5,7 @@ from spacy.tokens import Doc, DocBin
 from typer.testing import CliRunner
 
 from spacy_fsner.cli import app
-from spacy_fsner.cli.benchmark import pick_demonstrations, pick_labels, short_label, with_short_labels
+from spacy_fsner.evaluation.throughput import pick_demonstrations, pick_labels, short_label, with_short_labels
 
 
 def test_short_label_keeps_the_fine_type():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from ..evaluation.throughput import TEMPLATES
+from ..evaluation.throughput import TEMPLATES, BenchmarkError, entity_records, format_tables, run_benchmark
 from ._app import app
 
 
@@ -64,8 +64,6 @@ def benchmark(
 ) -> None:
     """Throughput, tokens per sentence against the lower bound, pad share and peak memory of `nlp.pipe` vs. the
     naive generate loop, for each template and label count."""
-    from ..evaluation.throughput import BenchmarkError, entity_records, format_tables, run_benchmark
-
     counts = [int(n) for n in labels.split(",")]
     try:
         result = run_benchmark(

@@ -18,19 +18,17 @@ import math
 import time
 from itertools import islice, product
 from pathlib import Path
-
-import spacy
-from spacy.tokens import Doc
-from spacy.training import Example
+from typing import TYPE_CHECKING
 
 from bench.common import MEMBERS, add_episode_arguments, base_parser, el4ner_pipeline, set_threads
-from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.ensemble.el4ner import pooled_rejection, vote
-from spacy_fsner.evaluation.scores import score_all
-from spacy_fsner.pipeline.resolve import resolve_entities
+
+if TYPE_CHECKING:  # spaCy and the library are imported where they are used: --help stays fast
+    from spacy.language import Language
+    from spacy.tokens import Doc
+    from spacy.training import Example
 
 
-def build(k: int, max_new_tokens: int) -> spacy.Language:
+def build(k: int, max_new_tokens: int) -> Language:
     return el4ner_pipeline(list(MEMBERS), {}, k, max_new_tokens)
 
 
@@ -85,6 +83,10 @@ def record_docs(component, docs: list[Doc]) -> list[dict]:
 
 
 def record(args) -> None:
+    from spacy.tokens import Doc
+
+    from spacy_fsner.data.episodes import read_episodes
+
     nlp = build(args.k, args.max_new_tokens)
     component = nlp.get_pipe("el4ner")
     episodes = islice(read_episodes(args.episodes, nlp.vocab), args.start, args.start + args.limit)
@@ -117,6 +119,8 @@ def typed(span: dict, labels: list[str], typing: str) -> tuple[str, float]:
         best = max(range(len(labels)), key=lambda j: scores[j])
         return labels[best], 1.0
     if typing == "vote":  # the component's rule
+        from spacy_fsner.ensemble.el4ner import vote
+
         label, votes, _ = vote(labels, [span["types"][name] for name in names])
         return label, votes
     mean = [sum(p) / len(names) for p in zip(*(softmax(span["types"][n]) for n in names), strict=True)]
@@ -132,11 +136,18 @@ VALIDATION = ("none", *VALIDATION_RULES)
 def kept(span: dict, label: str, validation: str) -> bool:
     if validation == "none":
         return True
+    from spacy_fsner.ensemble.el4ner import pooled_rejection
+
     rejection, share = VALIDATION_RULES[validation]
     return pooled_rejection(list(span["yes_no"][label].values()), rejection) < share
 
 
 def predict_episode(record: dict, gold: list[Doc], rule: tuple[str, str, str]) -> list[Example]:
+    from spacy.tokens import Doc
+    from spacy.training import Example
+
+    from spacy_fsner.pipeline.resolve import resolve_entities
+
     extraction, typing, validation = rule
     labels = record["labels"]
     found: list[list] = [[] for _ in gold]
@@ -162,6 +173,11 @@ def predict_episode(record: dict, gold: list[Doc], rule: tuple[str, str, str]) -
 
 
 def rules(args) -> None:
+    import spacy
+
+    from spacy_fsner.data.episodes import read_episodes
+    from spacy_fsner.evaluation.scores import score_all
+
     vocab = spacy.blank("en").vocab
     episodes = list(read_episodes(args.episodes, vocab))
     records = [json.loads(p.read_text()) for p in sorted(args.output.glob("episode-*.json"))]

@@ -13,18 +13,17 @@ import json
 import time
 from itertools import islice
 from pathlib import Path
-
-import spacy
-import torch
+from typing import TYPE_CHECKING
 
 from bench.common import CONLL_LABELS, SMOLLM2, TEMPLATES, base_parser, set_threads
-from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.data.readers import read_docs
-from spacy_fsner.evaluation.protocols import evaluate_corpus, evaluate_episodes
-from spacy_fsner.evaluation.report import to_json
+
+if TYPE_CHECKING:  # spaCy, torch and the library are imported where they are used: --help stays fast
+    from spacy.language import Language
 
 
-def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int) -> spacy.Language:
+def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int) -> Language:
+    import spacy
+
     nlp = spacy.blank("en")
     nlp.add_pipe(
         "fsner",
@@ -45,6 +44,8 @@ def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int
 
 def demonstrations(path: Path, vocab, n: int) -> list:
     """The first `n` training sentences with at least two entities whose types together cover all labels early."""
+    from spacy_fsner.data.readers import read_docs
+
     chosen, seen = [], set()
     for doc in read_docs(path, vocab):
         types = {e.label_ for e in doc.ents}
@@ -67,6 +68,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--output", type=Path, default=Path("metrics/incontext"))
     args = parser.parse_args()
+    import torch
+
+    from spacy_fsner.data.episodes import read_episodes
+    from spacy_fsner.data.readers import read_docs
+    from spacy_fsner.evaluation.protocols import evaluate_corpus, evaluate_episodes
+    from spacy_fsner.evaluation.report import to_json
+
     set_threads(args.threads)
     episode_file = args.data / "fewnerd" / "episodes_sample" / "inter" / "dev_5_1.recased.jsonl"
     rows = []

@@ -24,17 +24,22 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-
-import torch
-from spacy.util import registry
+from typing import TYPE_CHECKING
 
 from bench.common import CLLMFS, REPO, add_training_arguments, base_parser, corpus, set_threads
-from spacy_fsner.training.objectives import ContrastiveBatch, HiddenStateContrastive
-from spacy_fsner.training.run import load_config, prepare_stage
+
+if TYPE_CHECKING:  # torch and the library are imported where they are used: --help stays fast
+    import torch
+
+    from spacy_fsner.training.objectives import HiddenStateContrastive
 
 
 def objectives() -> dict[str, list]:
     """Variant -> the objectives its step runs with, resolved from the shipped configs."""
+    from spacy.util import registry
+
+    from spacy_fsner.training.run import load_config
+
     cl = load_config(REPO / "configs" / "cllmfs.cfg").interpolate()["train"]["objectives"]["cl"]
     attention = load_config(REPO / "configs" / "obp.cfg").interpolate()["train"]["objectives"]["attention"]
 
@@ -55,6 +60,8 @@ each round's steps: the part of "CL + noise" that the CL term alone does not pay
 
 
 def time_noise_pass(objective: HiddenStateContrastive, model: torch.nn.Module, batch: dict) -> float:
+    from spacy_fsner.training.objectives import ContrastiveBatch
+
     inputs = dict(batch)
     contrastive = ContrastiveBatch.pop_from(inputs)
     objective.attach(model)
@@ -75,6 +82,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds (after one untimed warm-up round)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/objective_overhead.json"))
     args = parser.parse_args()
+    import torch
+
+    from spacy_fsner.training.run import prepare_stage
+
     set_threads(args.threads)
     variants = objectives()
     with tempfile.TemporaryDirectory(prefix="fsner-overhead-") as tmp:

@@ -14,11 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 from bench.common import base_parser
-from spacy_fsner.models.tiny import TinyModelSpec, llama_config
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
@@ -33,10 +29,17 @@ def main() -> None:
     parser.add_argument("--intermediate", type=int, default=14336)
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--kv-heads", type=int, default=8)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    import torch  # here, not above: --help stays fast
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spacy_fsner.models.tiny import TinyModelSpec, llama_config
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     source = LlamaConfig.from_pretrained(args.tokenizer)
     if args.same_shape:

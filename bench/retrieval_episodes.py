@@ -19,21 +19,23 @@ import json
 import time
 from itertools import islice
 from pathlib import Path
-
-import spacy
+from typing import TYPE_CHECKING
 
 from bench.common import MEMBERS, TEMPLATES, add_episode_arguments, base_parser, el4ner_pipeline, set_threads
-from spacy_fsner.cli.evaluate import RETRIEVERS
-from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.ensemble.el4ner import STAGES
-from spacy_fsner.evaluation.protocols import evaluate_episodes
+
+if TYPE_CHECKING:  # spaCy and the library are imported where they are used: --help stays fast
+    from spacy.language import Language
 
 EMBEDDINGS = {"model": "model", "minilm": "all-minilm-l6-v2"}
 
 
 def fsner_pipeline(
     model: str, retriever: str | None, k: int, max_new_tokens: int, embeddings: str = "model"
-) -> spacy.Language:
+) -> Language:
+    import spacy
+
+    from spacy_fsner.cli.evaluate import RETRIEVERS
+
     nlp = spacy.blank("en")
     config = {
         "labels": ["placeholder"],  # each episode sets its own types
@@ -48,8 +50,10 @@ def fsner_pipeline(
     return nlp
 
 
-def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
+def build(run: str, k: int, max_new_tokens: int) -> Language:
     if run.startswith("el4ner"):
+        from spacy_fsner.ensemble.el4ner import STAGES
+
         rest = run.removeprefix("el4ner").removeprefix("-")
         members, stages, reject_share = list(MEMBERS), {}, 0.5
         if rest in MEMBERS:
@@ -75,6 +79,11 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["random-3", "sentence-3", "word-3"])
     parser.add_argument("--output", type=Path, default=Path("bench/results/retrieval_episodes"))
     args = parser.parse_args()
+    import spacy
+
+    from spacy_fsner.data.episodes import read_episodes
+    from spacy_fsner.evaluation.protocols import evaluate_episodes
+
     set_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
     episodes = list(islice(read_episodes(args.episodes, spacy.blank("en").vocab), args.start, args.start + args.limit))

@@ -17,14 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-import spacy
-from spacy.tokens import Span
-
 from bench.common import SMOLLM2, base_parser, set_threads
-from spacy_fsner.data.readers import read_docs
-from spacy_fsner.models.causal_lm import CausalLM
-from spacy_fsner.retrieval.embeddings import EncoderEmbeddings, InputEmbeddings
-from spacy_fsner.retrieval.retrievers import RandomRetriever, SentenceRetriever, SpanRetriever, WordRetriever
 
 
 def main() -> None:
@@ -37,6 +30,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("bench/results/retrieval_quality.json"))
     args = parser.parse_args()
+    import spacy  # here, not above: --help stays fast
+    from spacy.tokens import Span
+
+    from spacy_fsner.data.readers import read_docs
+    from spacy_fsner.models.causal_lm import CausalLM
+    from spacy_fsner.retrieval.embeddings import EncoderEmbeddings, InputEmbeddings
+    from spacy_fsner.retrieval.retrievers import RandomRetriever, SentenceRetriever, SpanRetriever, WordRetriever
+
     set_threads(args.threads)
     docs = list(read_docs(args.data, spacy.blank("en").vocab))
     random.Random(args.seed).shuffle(docs)

@@ -18,9 +18,6 @@ import time
 from itertools import islice
 from pathlib import Path
 
-import spacy
-from spacy.tokens import DocBin
-
 from bench.common import (
     CLLMFS,
     CONLL_LABELS,
@@ -32,11 +29,14 @@ from bench.common import (
     set_threads,
 )
 from bench.common import OBJECTIVES as VARIANTS
-from spacy_fsner.evaluation.protocols import evaluate_corpus
-from spacy_fsner.training.run import run_training
 
 
 def score(pipeline: Path, gold: Path, limit: int) -> dict[str, float]:
+    import spacy
+    from spacy.tokens import DocBin
+
+    from spacy_fsner.evaluation.protocols import evaluate_corpus
+
     nlp = spacy.load(pipeline)
     docs = list(islice(DocBin().from_disk(gold).get_docs(nlp.vocab), limit))
     results = evaluate_corpus(nlp, docs, batch_size=64, progress=False)
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="CoNLL answers are short")
     parser.add_argument("--output", type=Path, default=Path("bench/results/objectives"))
     args = parser.parse_args()
+    from spacy_fsner.training.run import run_training  # here, not above: --help stays fast
+
     set_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
     train = corpus(args.data / "eng.train", args.output / "train.spacy", args.train_sentences, True)

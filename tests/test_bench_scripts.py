@@ -33,8 +33,7 @@ def test_the_bench_scripts_are_all_here():
 
 @pytest.fixture(scope="module")
 def helps() -> dict[str, subprocess.CompletedProcess]:
-    """`python -m bench.<name> --help` of every script, from the repository root (a few at a time: each imports
-    torch or spaCy)."""
+    """`python -m bench.<name> --help` of every script, from the repository root, a few at a time."""
 
     def run(name: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", f"bench.{name}", "--help"]
@@ -44,7 +43,6 @@ def helps() -> dict[str, subprocess.CompletedProcess]:
         return dict(zip(SCRIPTS, pool.map(run, SCRIPTS), strict=True))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_help_exits_0_and_shows_the_module_command(helps, name):
     done = helps[name]

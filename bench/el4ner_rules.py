@@ -1,38 +1,34 @@
-"""How EL4NER combines its members, measured without re-running them (issue 9: the ensemble against its members).
+"""How EL4NER combines its members, measured without re-running them (the ensemble against its members).
 
 `record` runs the `el4ner` component's stages on Few-NERD episodes (SmolLM2-135M-Instruct and Gemma-3-270M as
-members, as in `retrieval_episodes.py`) and keeps everything the members said: each member's extracted spans, each
+members, as in `bench.retrieval_episodes`) and keeps everything the members said: each member's extracted spans, each
 member's log-probability of every type for every span of the union, and each member's "Yes"/"No" log-probabilities
 for every span under every type some combination rule could give it. `rules` then scores combination rules on
 those records (Few-NERD protocol, the same scorer as `evaluate`): which spans to keep from extraction, how the
 members' type scores are combined, when validation drops a span.
 
-    python bench/el4ner_rules.py record --episodes dev_5_5.jsonl --start 0 --limit 6 --output bench/results/el4ner_rules
-    python bench/el4ner_rules.py rules --episodes dev_5_5.jsonl --output bench/results/el4ner_rules
+    python -m bench.el4ner_rules record --episodes dev_5_5.jsonl --start 0 --limit 6 --output bench/results/el4ner_rules
+    python -m bench.el4ner_rules rules --episodes dev_5_5.jsonl --output bench/results/el4ner_rules
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from itertools import islice, product
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import spacy
-import torch
-from retrieval_episodes import MEMBERS, el4ner_pipeline  # bench/ is on sys.path when run as a script
-from spacy.tokens import Doc
-from spacy.training import Example
+from bench.common import MEMBERS, add_episode_arguments, base_parser, el4ner_pipeline, set_threads
 
-from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.ensemble.el4ner import pooled_rejection, vote
-from spacy_fsner.evaluation.scores import score_all
-from spacy_fsner.pipeline.resolve import resolve_entities
+if TYPE_CHECKING:  # spaCy and the library are imported where they are used: --help stays fast
+    from spacy.language import Language
+    from spacy.tokens import Doc
+    from spacy.training import Example
 
 
-def build(k: int, max_new_tokens: int) -> spacy.Language:
+def build(k: int, max_new_tokens: int) -> Language:
     return el4ner_pipeline(list(MEMBERS), {}, k, max_new_tokens)
 
 
@@ -87,6 +83,10 @@ def record_docs(component, docs: list[Doc]) -> list[dict]:
 
 
 def record(args) -> None:
+    from spacy.tokens import Doc
+
+    from spacy_fsner.data.episodes import read_episodes
+
     nlp = build(args.k, args.max_new_tokens)
     component = nlp.get_pipe("el4ner")
     episodes = islice(read_episodes(args.episodes, nlp.vocab), args.start, args.start + args.limit)
@@ -119,6 +119,8 @@ def typed(span: dict, labels: list[str], typing: str) -> tuple[str, float]:
         best = max(range(len(labels)), key=lambda j: scores[j])
         return labels[best], 1.0
     if typing == "vote":  # the component's rule
+        from spacy_fsner.ensemble.el4ner import vote
+
         label, votes, _ = vote(labels, [span["types"][name] for name in names])
         return label, votes
     mean = [sum(p) / len(names) for p in zip(*(softmax(span["types"][n]) for n in names), strict=True)]
@@ -134,11 +136,18 @@ VALIDATION = ("none", *VALIDATION_RULES)
 def kept(span: dict, label: str, validation: str) -> bool:
     if validation == "none":
         return True
+    from spacy_fsner.ensemble.el4ner import pooled_rejection
+
     rejection, share = VALIDATION_RULES[validation]
     return pooled_rejection(list(span["yes_no"][label].values()), rejection) < share
 
 
 def predict_episode(record: dict, gold: list[Doc], rule: tuple[str, str, str]) -> list[Example]:
+    from spacy.tokens import Doc
+    from spacy.training import Example
+
+    from spacy_fsner.pipeline.resolve import resolve_entities
+
     extraction, typing, validation = rule
     labels = record["labels"]
     found: list[list] = [[] for _ in gold]
@@ -164,6 +173,11 @@ def predict_episode(record: dict, gold: list[Doc], rule: tuple[str, str, str]) -
 
 
 def rules(args) -> None:
+    import spacy
+
+    from spacy_fsner.data.episodes import read_episodes
+    from spacy_fsner.evaluation.scores import score_all
+
     vocab = spacy.blank("en").vocab
     episodes = list(read_episodes(args.episodes, vocab))
     records = [json.loads(p.read_text()) for p in sorted(args.output.glob("episode-*.json"))]
@@ -186,19 +200,13 @@ def rules(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = base_parser(__doc__)
     parser.add_argument("command", choices=("record", "rules"))
-    parser.add_argument("--episodes", type=Path, required=True, help="Few-NERD episode JSONL (sample-episodes)")
-    parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=6)
+    add_episode_arguments(parser, limit=6)
     parser.add_argument("--split", type=int, default=None, help="rules: also score episodes below / from N apart")
-    parser.add_argument("--k", type=int, default=3, help="demonstrations per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("bench/results/el4ner_rules"))
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     record(args) if args.command == "record" else rules(args)
 
 

@@ -4,39 +4,26 @@ For each model and template: span F1 on Few-NERD INTER dev 5-way 1~2-shot episod
 as demonstrations; Few-NERD and Hou protocols) with the seconds per episode, and span F1 on CoNLL-2003 test
 sentences with a few CoNLL training sentences as demonstrations. Prints a Markdown table; one JSON per run.
 
-    python bench/incontext_quality.py --models smollm2-135m-instruct gemma3-270m --episodes 50 --sentences 200
+    python -m bench.incontext_quality --models smollm2-135m-instruct gemma3-270m --episodes 50 --sentences 200
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import spacy
-import torch
+from bench.common import CONLL_LABELS, SMOLLM2, TEMPLATES, base_parser, set_threads
 
-from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.data.readers import read_docs
-from spacy_fsner.evaluation.protocols import evaluate_corpus, evaluate_episodes
-from spacy_fsner.evaluation.report import to_json
-
-CONLL_LABELS = {
-    "PER": "the name of a specific person",
-    "LOC": "the name of a specific place, such as a country, city or river",
-    "ORG": "the name of a specific organisation, company, team or institution",
-    "MISC": "a named nationality, event, work or other proper name that is not a person, place or organisation",
-}
-TEMPLATES = {
-    "cllmfs": "spacy_fsner.CLLMFSTemplate.v1",
-    "alpaca": "spacy_fsner.AlpacaTemplate.v1",
-    "shared": "spacy_fsner.SharedInputTemplate.v1",
-}
+if TYPE_CHECKING:  # spaCy, torch and the library are imported where they are used: --help stays fast
+    from spacy.language import Language
 
 
-def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int) -> spacy.Language:
+def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int) -> Language:
+    import spacy
+
     nlp = spacy.blank("en")
     nlp.add_pipe(
         "fsner",
@@ -57,6 +44,8 @@ def build(model: str, template: str, labels: dict[str, str], max_new_tokens: int
 
 def demonstrations(path: Path, vocab, n: int) -> list:
     """The first `n` training sentences with at least two entities whose types together cover all labels early."""
+    from spacy_fsner.data.readers import read_docs
+
     chosen, seen = [], set()
     for doc in read_docs(path, vocab):
         types = {e.label_ for e in doc.ents}
@@ -69,19 +58,24 @@ def demonstrations(path: Path, vocab, n: int) -> list:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"])
+    parser = base_parser(__doc__)
+    parser.add_argument("--models", nargs="+", default=[SMOLLM2])
     parser.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=list(TEMPLATES))
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--demos", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("metrics/incontext"))
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import torch
+
+    from spacy_fsner.data.episodes import read_episodes
+    from spacy_fsner.data.readers import read_docs
+    from spacy_fsner.evaluation.protocols import evaluate_corpus, evaluate_episodes
+    from spacy_fsner.evaluation.report import to_json
+
+    set_threads(args.threads)
     episode_file = args.data / "fewnerd" / "episodes_sample" / "inter" / "dev_5_1.recased.jsonl"
     rows = []
     for model in args.models:

@@ -1,6 +1,6 @@
-"""What each contrastive term adds to an SFT step, measured paired (training issue, item 10: at most 15%).
+"""What each contrastive term adds to an SFT step, measured paired (target: at most 15% per step).
 
-`training_cost.py` runs each configuration in a process of its own, which is what peak memory needs but leaves the
+`bench.training_cost` runs each configuration in a process of its own, which is what peak memory needs but leaves the
 step times at the mercy of the machine: rounds minutes apart moved by 10-20% on a shared CPU. Here one process
 trains one model (SmolLM2 with the LoRA adapter of `configs/cllmfs.cfg`) and times, on the same batch, one step of
 each variant right after another: plain SFT, + hidden-state CL, + CL + noise (CLLMFS, `configs/cllmfs.cfg`), +
@@ -14,30 +14,32 @@ own (weights, layer, temperature, noise), attached for their variant's step only
 noised view's forward is also timed alone on the same batch (row "noise pass alone"): its ratio to the SFT step is
 the noise's share of "CL + noise", with far less spread than the whole steps' ratios.
 
-    python bench/objective_overhead.py --rounds 8 --batch-size 8 --threads 2
+    python -m bench.objective_overhead --rounds 8 --batch-size 8 --threads 2
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from spacy.util import registry
-from training_objectives import CLLMFS, corpus  # bench/ is on sys.path when a script of it runs
+from bench.common import CLLMFS, REPO, add_training_arguments, base_parser, corpus, set_threads
 
-from spacy_fsner.training.objectives import ContrastiveBatch, HiddenStateContrastive
-from spacy_fsner.training.run import load_config, prepare_stage
+if TYPE_CHECKING:  # torch and the library are imported where they are used: --help stays fast
+    import torch
 
-REPO = Path(__file__).resolve().parents[1]
+    from spacy_fsner.training.objectives import HiddenStateContrastive
 
 
 def objectives() -> dict[str, list]:
     """Variant -> the objectives its step runs with, resolved from the shipped configs."""
+    from spacy.util import registry
+
+    from spacy_fsner.training.run import load_config
+
     cl = load_config(REPO / "configs" / "cllmfs.cfg").interpolate()["train"]["objectives"]["cl"]
     attention = load_config(REPO / "configs" / "obp.cfg").interpolate()["train"]["objectives"]["attention"]
 
@@ -58,6 +60,8 @@ each round's steps: the part of "CL + noise" that the CL term alone does not pay
 
 
 def time_noise_pass(objective: HiddenStateContrastive, model: torch.nn.Module, batch: dict) -> float:
+    from spacy_fsner.training.objectives import ContrastiveBatch
+
     inputs = dict(batch)
     contrastive = ContrastiveBatch.pop_from(inputs)
     objective.attach(model)
@@ -72,16 +76,17 @@ def time_noise_pass(objective: HiddenStateContrastive, model: torch.nn.Module, b
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/conll2003"))
-    parser.add_argument("--train-sentences", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser = base_parser(__doc__, threads=2)
+    add_training_arguments(parser, train_sentences=100)
     parser.add_argument("--batches", type=int, default=4, help="distinct batches, used in turn by the rounds")
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds (after one untimed warm-up round)")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=Path("bench/results/objective_overhead.json"))
     args = parser.parse_args()
+    import torch
+
+    from spacy_fsner.training.run import prepare_stage
+
+    set_threads(args.threads)
     variants = objectives()
     with tempfile.TemporaryDirectory(prefix="fsner-overhead-") as tmp:
         train = corpus(args.data.resolve() / "eng.train", Path(tmp) / "train.spacy", args.train_sentences, True)

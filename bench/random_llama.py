@@ -6,25 +6,21 @@ tokenizer, and so the vocabulary size, comes from `--tokenizer` (a fetched model
 49,152 against Llama 3's 128,256: the LM head is smaller, everything else is the 8B model). The weights are drawn on
 `--device` in `--dtype` and never exist in float32, so an 8B model builds in seconds on a GPU.
 
-    python bench/random_llama.py ~/.cache/spacy_fsner/models/smollm2-135m-instruct /tmp/llama-8b-random --device cuda
+    python -m bench.random_llama ~/.cache/spacy_fsner/models/smollm2-135m-instruct /tmp/llama-8b-random --device cuda
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from spacy_fsner.models.tiny import TinyModelSpec, llama_config
+from bench.common import base_parser
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = base_parser(__doc__, threads=None)
     parser.add_argument("tokenizer", type=Path, help="model directory whose tokenizer files are copied")
     parser.add_argument("output", type=Path)
     parser.add_argument("--same-shape", action="store_true", help="the shape of the tokenizer's model (SmolLM2's)")
@@ -33,10 +29,17 @@ def main() -> None:
     parser.add_argument("--intermediate", type=int, default=14336)
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--kv-heads", type=int, default=8)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    import torch  # here, not above: --help stays fast
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spacy_fsner.models.tiny import TinyModelSpec, llama_config
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     source = LlamaConfig.from_pretrained(args.tokenizer)
     if args.same_shape:

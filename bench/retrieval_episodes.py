@@ -1,4 +1,4 @@
-"""Task quality of demonstration retrieval and of EL4NER (issue 9, item 7): span F1 on Few-NERD INTER dev 5-way
+"""Task quality of demonstration retrieval and of EL4NER: span F1 on Few-NERD INTER dev 5-way
 5~10-shot episodes, each episode's support set as the pool.
 
 Runs (`--runs`, each written to `--output/<run>.json` and skipped when that file exists, so an interrupted bench
@@ -10,40 +10,36 @@ resumes):
 - `el4ner`, `el4ner-<member>` (one member alone), `el4ner-no-<stage>` (one stage off), `el4ner-reject<share>`
   (`reject_share`, e.g. `el4ner-reject1.0`): the EL4NER component with SmolLM2 and Gemma-3-270M as members.
 
-    python bench/retrieval_episodes.py --episodes ../ep/dev_5_5.jsonl --limit 10 --runs random-1 sentence-1 word-1
+    python -m bench.retrieval_episodes --episodes ../ep/dev_5_5.jsonl --limit 10 --runs random-1 sentence-1 word-1
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import spacy
-import torch
+from bench.common import MEMBERS, TEMPLATES, add_episode_arguments, base_parser, el4ner_pipeline, set_threads
 
-from spacy_fsner.data.episodes import read_episodes
-from spacy_fsner.ensemble.el4ner import EL4NER_STAGES
-from spacy_fsner.evaluation.protocols import evaluate_episodes
+if TYPE_CHECKING:  # spaCy and the library are imported where they are used: --help stays fast
+    from spacy.language import Language
 
-RETRIEVERS = {
-    "random": "spacy_fsner.RandomRetriever.v1",
-    "sentence": "spacy_fsner.SentenceRetriever.v1",
-    "word": "spacy_fsner.WordRetriever.v1",
-}
-MEMBERS = {"smollm2": "smollm2-135m-instruct", "gemma": "gemma3-270m"}
 EMBEDDINGS = {"model": "model", "minilm": "all-minilm-l6-v2"}
 
 
 def fsner_pipeline(
     model: str, retriever: str | None, k: int, max_new_tokens: int, embeddings: str = "model"
-) -> spacy.Language:
+) -> Language:
+    import spacy
+
+    from spacy_fsner.cli.evaluate import RETRIEVERS
+
     nlp = spacy.blank("en")
     config = {
         "labels": ["placeholder"],  # each episode sets its own types
-        "template": {"@misc": "spacy_fsner.SharedInputTemplate.v1"},
+        "template": {"@misc": TEMPLATES["shared"]},
         "model": {"@llm_models": "spacy_fsner.CausalLM.v1", "name": model, "max_new_tokens": max_new_tokens},
     }
     if retriever is not None:
@@ -54,28 +50,10 @@ def fsner_pipeline(
     return nlp
 
 
-def el4ner_pipeline(
-    members: list[str], stages: dict[str, bool], k: int, max_new_tokens: int, reject_share: float = 0.5
-) -> spacy.Language:
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "el4ner",
-        config={
-            "labels": ["placeholder"],
-            "members": {
-                m: {"@llm_models": "spacy_fsner.CausalLM.v1", "name": MEMBERS[m], "max_new_tokens": max_new_tokens}
-                for m in members
-            },
-            "retriever": {"@misc": "spacy_fsner.SpanRetriever.v1", "k": k},
-            "stages": stages,
-            "reject_share": reject_share,
-        },
-    )
-    return nlp
-
-
-def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
+def build(run: str, k: int, max_new_tokens: int) -> Language:
     if run.startswith("el4ner"):
+        from spacy_fsner.ensemble.el4ner import EL4NER_STAGES
+
         rest = run.removeprefix("el4ner").removeprefix("-")
         members, stages, reject_share = list(MEMBERS), {}, 0.5
         if rest in MEMBERS:
@@ -96,18 +74,17 @@ def build(run: str, k: int, max_new_tokens: int) -> spacy.Language:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=Path, required=True, help="Few-NERD episode JSONL (sample-episodes)")
-    parser.add_argument("--limit", type=int, default=10, help="N episodes")
-    parser.add_argument("--start", type=int, default=0, help="skip the first episodes (to extend an earlier run)")
+    parser = base_parser(__doc__)
+    add_episode_arguments(parser, limit=10, k_help="EL4NER: demonstrations per prompt")
     parser.add_argument("--runs", nargs="+", default=["random-3", "sentence-3", "word-3"])
-    parser.add_argument("--k", type=int, default=3, help="EL4NER: demonstrations per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("bench/results/retrieval_episodes"))
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import spacy
+
+    from spacy_fsner.data.episodes import read_episodes
+    from spacy_fsner.evaluation.protocols import evaluate_episodes
+
+    set_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
     episodes = list(islice(read_episodes(args.episodes, spacy.blank("en").vocab), args.start, args.start + args.limit))
     rows = []

@@ -1,4 +1,4 @@
-"""Retrieval quality (issue 9, item 7): does a retriever find demonstrations with the query's entity types?
+"""Retrieval quality: does a retriever find demonstrations with the query's entity types?
 
 Pool: `--pool` annotated sentences of Few-NERD INTER dev; queries: the next `--queries` dev sentences with at least
 one entity (a sentence without one has no type to find), after a seeded shuffle. For each retriever: the share of a
@@ -6,41 +6,39 @@ query's gold entity types present in its top-1 and top-5 retrieved sentences (av
 retrieval time per query (index building reported apart). The span retriever is given the query's gold entity
 strings as its candidate spans: an upper bound of what EL4NER's pre-extraction would give it.
 
-    python bench/retrieval_quality.py --model smollm2-135m-instruct --encoder all-minilm-l6-v2
+    python -m bench.retrieval_quality --model smollm2-135m-instruct --encoder all-minilm-l6-v2
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
 import time
 from pathlib import Path
 
-import spacy
-import torch
-from spacy.tokens import Span
-
-from spacy_fsner.data.readers import read_docs
-from spacy_fsner.models.causal_lm import causal_lm_v1
-from spacy_fsner.retrieval.embeddings import EncoderEmbeddings, InputEmbeddings
-from spacy_fsner.retrieval.retrievers import RandomRetriever, SentenceRetriever, SpanRetriever, WordRetriever
+from bench.common import SMOLLM2, base_parser, set_threads
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="input embeddings of this causal LM")
+    parser = base_parser(__doc__)
+    parser.add_argument("--model", default=SMOLLM2, help="input embeddings of this causal LM")
     parser.add_argument("--encoder", default="all-minilm-l6-v2", help="sentence encoder ('' to leave it out)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fewnerd/inter_sentences/val-inter-new.txt"))
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("bench/results/retrieval_quality.json"))
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    import spacy  # here, not above: --help stays fast
+    from spacy.tokens import Span
+
+    from spacy_fsner.data.readers import read_docs
+    from spacy_fsner.models.causal_lm import causal_lm_v1
+    from spacy_fsner.retrieval.embeddings import EncoderEmbeddings, InputEmbeddings
+    from spacy_fsner.retrieval.retrievers import RandomRetriever, SentenceRetriever, SpanRetriever, WordRetriever
+
+    set_threads(args.threads)
     docs = list(read_docs(args.data, spacy.blank("en").vocab))
     random.Random(args.seed).shuffle(docs)
     pool = docs[: args.pool]

@@ -1,11 +1,11 @@
-"""Seconds per training step and peak memory of each objective and of DPO, against plain SFT (training issue, item 10).
+"""Seconds per training step and peak memory of each objective and of DPO, against plain SFT.
 
 Every configuration trains the same model on the same CoNLL-2003 training sentences for `--steps` steps of
 `--batch-size`, each in a process of its own so that its peak resident memory (`ru_maxrss`) is its own. A `load`
 row builds the pipeline and loads the model without training: the memory every run starts from. Targets: a
 contrastive term adds at most 15% to the SFT step; DPO's peak memory is at most 1.2x SFT's.
 
-    python bench/training_cost.py --model smollm2-135m-instruct --steps 12 --batch-size 8 --repeats 2
+    python -m bench.training_cost --model smollm2-135m-instruct --steps 12 --batch-size 8 --repeats 2
 
 DPO trains on boundary-shift pairs only here (error feedback adds a prediction pass before training, not to the
 step); `dpo` uses `--batch-size` pairs (twice the sequences of an SFT batch), `dpo-half` half as many pairs (the
@@ -23,10 +23,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from training_objectives import CLLMFS, corpus  # bench/ is on sys.path when a script of it runs
-from training_objectives import VARIANTS as OBJECTIVES
+from bench.common import (
+    CLLMFS,
+    OBJECTIVES,
+    REPO,
+    add_training_arguments,
+    base_parser,
+    corpus,
+    seconds_per_step,
+    set_threads,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "load": OBJECTIVES["sft"],
     **OBJECTIVES,
@@ -41,7 +48,7 @@ def child(variant: str, args: argparse.Namespace) -> dict:
 
     from spacy_fsner.training.run import run_training
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     config, extra = VARIANTS[variant]
     batch = max(1, args.batch_size // 2) if variant == "dpo-half" else args.batch_size
     with tempfile.TemporaryDirectory(prefix="fsner-cost-") as tmp:
@@ -63,9 +70,7 @@ def child(variant: str, args: argparse.Namespace) -> dict:
             nlp.get_pipe("fsner").model.generator  # noqa: B018  loads the model
         else:
             run_training(REPO / "configs" / config, Path(tmp) / "out", overrides)
-            history = json.loads((Path(tmp) / "out" / "metrics.json").read_text())["log_history"]
-            runtime = next(e["train_runtime"] for e in history if "train_runtime" in e)
-            result["seconds_per_step"] = runtime / args.steps
+            result["seconds_per_step"] = seconds_per_step(Path(tmp) / "out", args.steps)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     if torch.cuda.is_available():  # on a GPU the memory that matters is the device's
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -83,14 +88,10 @@ def median_row(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/conll2003"))
+    parser = base_parser(__doc__, threads=2)
+    add_training_arguments(parser, train_sentences=100)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--train-sentences", type=int, default=100)
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="rounds over the variants (median s/step)")
     parser.add_argument("--output", type=Path, default=Path("bench/results/training_cost.json"))
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -102,7 +103,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
     for _ in range(args.repeats):  # round robin: a change in the machine's load hits every variant alike
         for variant in args.variants:
-            command = [sys.executable, __file__, "--child", variant, *sys.argv[1:]]
+            command = [sys.executable, "-m", __spec__.name, "--child", variant, *sys.argv[1:]]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode or not lines:

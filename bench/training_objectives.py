@@ -1,4 +1,4 @@
-"""The training objectives side by side on the same data and budget (training issue, item 10).
+"""The training objectives side by side on the same data and budget.
 
 For each variant (SFT, SFT+CL, SFT+CL+noise: configs/cllmfs.cfg; SFT+attention CL: configs/obp.cfg with the same
 CLLMFS template) and each seed: train on the first `--train-sentences` CoNLL-2003 training sentences with entities for
@@ -6,7 +6,7 @@ CLLMFS template) and each seed: train on the first `--train-sentences` CoNLL-200
 seconds per training step. Optionally a DPO stage after the SFT runs of `--dpo-variants` (`--dpo-steps`), with the
 boundary-error rate before and after. Prints a Markdown table (mean and spread over seeds) and writes one JSON per run.
 
-    python bench/training_objectives.py --model smollm2-135m-instruct --steps 100 --seeds 0 1
+    python -m bench.training_objectives --model smollm2-135m-instruct --steps 100 --seeds 0 1
 """
 
 from __future__ import annotations
@@ -18,32 +18,25 @@ import time
 from itertools import islice
 from pathlib import Path
 
-import spacy
-import torch
-from incontext_quality import CONLL_LABELS  # bench/ is on sys.path when a script of it runs
-from spacy.tokens import DocBin
-
-from spacy_fsner.data.readers import read_docs
-from spacy_fsner.evaluation.protocols import evaluate_corpus
-from spacy_fsner.training.run import run_training
-
-REPO = Path(__file__).resolve().parents[1]
-CLLMFS = {"@misc": "spacy_fsner.CLLMFSTemplate.v1"}
-VARIANTS = {
-    "sft": ("cllmfs.cfg", {"train.objectives.cl.contrastive": False, "train.objectives.cl.noise": False}),
-    "sft+cl": ("cllmfs.cfg", {"train.objectives.cl.noise": False}),
-    "sft+cl+noise": ("cllmfs.cfg", {}),
-    "sft+attention-cl": ("obp.cfg", {"components.fsner.template": CLLMFS}),
-}
-
-
-def corpus(path: Path, out: Path, n: int, with_entities: bool) -> Path:
-    docs = (d for d in read_docs(path, spacy.blank("en").vocab) if d.ents or not with_entities)
-    DocBin(docs=list(islice(docs, n))).to_disk(out)
-    return out
+from bench.common import (
+    CLLMFS,
+    CONLL_LABELS,
+    REPO,
+    add_training_arguments,
+    base_parser,
+    corpus,
+    seconds_per_step,
+    set_threads,
+)
+from bench.common import OBJECTIVES as VARIANTS
 
 
 def score(pipeline: Path, gold: Path, limit: int) -> dict[str, float]:
+    import spacy
+    from spacy.tokens import DocBin
+
+    from spacy_fsner.evaluation.protocols import evaluate_corpus
+
     nlp = spacy.load(pipeline)
     docs = list(islice(DocBin().from_disk(gold).get_docs(nlp.vocab), limit))
     results = evaluate_corpus(nlp, docs, batch_size=64, progress=False)
@@ -57,28 +50,25 @@ def cell(runs: list[dict], key: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/conll2003"))
+    parser = base_parser(__doc__)
+    add_training_arguments(parser, train_sentences=150)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--train-sentences", type=int, default=150)
     parser.add_argument("--test-sentences", type=int, default=200)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the config's")
     parser.add_argument("--dpo-steps", type=int, default=0, help="DPO after SFT (0: none)")
     parser.add_argument("--dpo-variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--dpo-batch-size", type=int, default=4, help="pairs per DPO step")
     parser.add_argument("--dpo-learning-rate", type=float, default=5e-6, help="the paper's 5e-6 by default")
     parser.add_argument("--feedback-docs", type=int, default=0, help="training docs predicted for error feedback")
-    parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--definitions", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="CoNLL answers are short")
     parser.add_argument("--output", type=Path, default=Path("bench/results/objectives"))
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from spacy_fsner.training.run import run_training  # here, not above: --help stays fast
+
+    set_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
     train = corpus(args.data / "eng.train", args.output / "train.spacy", args.train_sentences, True)
     test = corpus(args.data / "eng.testb", args.output / "test.spacy", args.test_sentences, False)
@@ -107,12 +97,10 @@ def main() -> None:
                     overrides["train.learning_rate"] = args.learning_rate
                 start = time.perf_counter()
                 run_training(REPO / "configs" / config, out / "sft", overrides)
-                history = json.loads((out / "sft" / "metrics.json").read_text())["log_history"]
-                runtime = next(e["train_runtime"] for e in history if "train_runtime" in e)
                 run = {
                     "variant": variant,
                     "seed": seed,
-                    "seconds_per_step": runtime / args.steps,
+                    "seconds_per_step": seconds_per_step(out / "sft", args.steps),
                     "wall_seconds": time.perf_counter() - start,
                     **score(out / "sft" / "pipeline", test, args.test_sentences),
                 }

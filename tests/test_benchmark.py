@@ -1,11 +1,26 @@
-"""`python -m spacy_fsner benchmark`: its label and demonstration choices, and a whole run on a tiny model."""
+"""`python -m spacy_fsner benchmark` (`spacy_fsner.evaluation.throughput`): its label and demonstration choices,
+its tables and entity records, and a whole run on a tiny model."""
+
+import json
+from collections import Counter
+from pathlib import Path
 
 import spacy
 from spacy.tokens import Doc, DocBin
 from typer.testing import CliRunner
 
 from spacy_fsner.cli import app
-from spacy_fsner.cli.benchmark import pick_demonstrations, pick_labels, short_label, with_short_labels
+from spacy_fsner.evaluation.throughput import (
+    Row,
+    Run,
+    Throughput,
+    entity_records,
+    format_tables,
+    pick_demonstrations,
+    pick_labels,
+    short_label,
+    with_short_labels,
+)
 
 
 def test_short_label_keeps_the_fine_type():
@@ -45,6 +60,38 @@ def test_pick_labels_and_demonstrations():
     assert chosen[0] is docs[2] and chosen[1] is docs[3]
 
 
+def _run(seconds: float, sentences: int, ents: list) -> Run:
+    counts = Counter(prompt_tokens=90 * sentences, pad_tokens=0, decode_tokens=10 * sentences, forward_passes=4)
+    return Run(seconds, sentences, counts, 1.0, ents)
+
+
+def test_tables_and_entity_records_follow_the_rows():
+    """Rows in run order; the naive loop ran the first sentence only; the 3-label row disagrees."""
+    one, two = [[(0, 1, "PER")]], [[(0, 1, "PER")], [(2, 3, "LOC")]]
+    rows = [
+        Row("shared", 2, {"naive": _run(2.0, 1, one), "pipe": _run(1.0, 2, two)}, 100.0, True),
+        Row("shared", 3, {"naive": _run(4.0, 1, [[]]), "pipe": _run(1.0, 2, two)}, 50.0, False),
+    ]
+    result = Throughput(rows, Path("data.txt"), 2, "a model", "cpu", 1, 4, 256, 8192, [2, 3], ["shared"])
+    assert not result.same
+    text = format_tables(result)
+    assert text.startswith("\n2 sentences of data.txt (naive loop: the first 1), 2 demonstrations, a model, cpu")
+    assert "| shared | 2 | pipe | 2.00 | 0.500 | 100.0 | 1.00 | 0.0% | 1 | 2 |" in text
+    assert "| shared | 3 | naive | 0.25 | 4.000 | 100.0 | 2.00 | 0.0% | 1 | 0 |" in text
+    assert "| shared | 2 | 100.0 | 4.00x | True |" in text and "| shared | 3 | 50.0 | 8.00x | False |" in text
+    assert text.endswith("3 labels / 2 labels:\n- shared: 1.00x")
+    assert "roofline" not in text
+    records = entity_records(result)
+    assert [(r["template"], r["labels"], r["path"]) for r in records] == [
+        ("shared", 2, "naive"),
+        ("shared", 2, "pipe"),
+        ("shared", 3, "naive"),
+        ("shared", 3, "pipe"),
+    ]
+    assert records[1]["ents"] == [[[0, 1, "PER"]], [[2, 3, "LOC"]]]
+    assert json.loads(json.dumps(records)) == records  # plain JSON: lists, not tuples
+
+
 def test_benchmark_runs_end_to_end_on_a_tiny_model(tmp_path):
     """A DocBin with Few-NERD types, renamed short; both paths, two label counts, the ratio line; the fast path
     processes at most 1.3x the lower bound of tokens (the random model writes nothing in 4 tokens, so the entity
@@ -60,6 +107,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_model(tmp_path):
     args = ["benchmark", "--data", str(data), "--model", "tiny", "--pool", "8", "--sentences", "4"]
     args += ["--naive-sentences", "2", "--labels", "2,3", "--templates", "shared", "--max-new-tokens", "4"]
     args += ["--short-labels", "--extra-labels", "person-politician", "--threads", "1"]
+    args += ["--entities", str(tmp_path / "entities.json")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "| shared | 3 | pipe |" in result.output and "| shared | 2 | naive |" in result.output
@@ -67,3 +115,14 @@ def test_benchmark_runs_end_to_end_on_a_tiny_model(tmp_path):
     assert "| True |" in result.output and "False" not in result.output
     pipe_rows = [line.split("|") for line in result.output.splitlines() if "| pipe |" in line]
     assert len(pipe_rows) == 2 and all(float(row[7]) <= 1.3 for row in pipe_rows)  # x bound
+    records = json.loads((tmp_path / "entities.json").read_text())
+    assert [(r["template"], r["labels"], r["path"], len(r["ents"])) for r in records] == [
+        ("shared", 2, "naive", 2),
+        ("shared", 2, "pipe", 4),
+        ("shared", 3, "naive", 2),
+        ("shared", 3, "pipe", 4),
+    ]
+    for record in records:  # the table's entity count of each run is its record's
+        line = f"| shared | {record['labels']} | {record['path']} |"
+        (row,) = [r for r in result.output.splitlines() if r.startswith(line)]
+        assert int(row.split("|")[10]) == sum(map(len, record["ents"]))

@@ -1,0 +1,114 @@
+"""The bench/ scripts: each runs as `python -m bench.<name>` from the repository root (its `--help` exits 0 and
+shows that command), none imports another, and their shared helper (`bench.common`) parses and sets threads."""
+
+import ast
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.common import add_training_arguments, base_parser, seconds_per_step, set_threads
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.stem for p in (REPO / "bench").glob("*.py") if p.stem not in ("__init__", "common"))
+WITHOUT_THREADS = {"random_llama"}  # builds a model on --device; no CPU-bound work to size
+
+
+def test_the_bench_scripts_are_all_here():
+    assert SCRIPTS == [
+        "el4ner_rules",
+        "incontext_quality",
+        "objective_overhead",
+        "random_llama",
+        "retrieval_episodes",
+        "retrieval_quality",
+        "training_cost",
+        "training_objectives",
+    ]
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, subprocess.CompletedProcess]:
+    """`python -m bench.<name> --help` of every script, from the repository root, a few at a time."""
+
+    def run(name: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", f"bench.{name}", "--help"]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(SCRIPTS, pool.map(run, SCRIPTS), strict=True))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_exits_0_and_shows_the_module_command(helps, name):
+    done = helps[name]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("usage:")
+    assert f"python -m bench.{name} " in done.stdout  # the docstring's example, as the script is now run
+    assert ("--threads THREADS" in done.stdout) is (name not in WITHOUT_THREADS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_scripts_import_bench_modules_through_the_package(name):
+    """No `from retrieval_episodes import ...` (which needs bench/ on sys.path): only `bench.common`, absolute."""
+    tree = ast.parse((REPO / "bench" / f"{name}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            assert module.split(".")[0] not in SCRIPTS, f"{name} imports {module}"
+            assert not module.startswith("bench.") or module == "bench.common", f"{name} imports {module}"
+
+
+def test_the_readme_gives_every_script_its_command():
+    readme = (REPO / "bench" / "README.md").read_text()
+    missing = [name for name in SCRIPTS if f"python -m bench.{name}" not in readme]
+    assert not missing
+
+
+def test_set_threads_sets_torch_threads_and_0_leaves_them():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        assert set_threads(0) == 1 == torch.get_num_threads()
+        target = 2 if before == 1 else before
+        assert set_threads(target) == target == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_base_parser_threads_option():
+    assert base_parser("doc").parse_args([]).threads == 0
+    assert base_parser("doc", threads=2).parse_args([]).threads == 2
+    assert base_parser("doc").parse_args(["--threads", "3"]).threads == 3
+    parser = base_parser("doc", threads=None)
+    assert not hasattr(parser.parse_args([]), "threads")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--threads", "1"])
+
+
+def test_training_arguments_defaults():
+    parser = base_parser(None, threads=2)
+    add_training_arguments(parser, train_sentences=150)
+    args = parser.parse_args(["--batch-size", "4"])
+    assert (args.model, args.data, args.train_sentences, args.batch_size, args.threads) == (
+        "smollm2-135m-instruct",
+        Path("../shared/data/conll2003"),
+        150,
+        4,
+        2,
+    )
+
+
+def test_seconds_per_step_reads_the_trainer_runtime(tmp_path):
+    history = [{"loss": 2.0, "step": 5}, {"train_runtime": 12.0, "step": 10}]
+    (tmp_path / "metrics.json").write_text(json.dumps({"log_history": history}))
+    assert seconds_per_step(tmp_path, 10) == 1.2

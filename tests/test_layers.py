@@ -35,3 +35,39 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     result = _lint_imports(tmp_path)
     assert result.returncode != 0, result.stdout
     assert "spacy_fsner.models.causal_lm -> spacy_fsner.pipeline.task" in result.stdout
+
+
+SUBPACKAGES = [
+    "cli",
+    "data",
+    "decoding",
+    "ensemble",
+    "evaluation",
+    "models",
+    "pipeline",
+    "prompts",
+    "retrieval",
+    "training",
+]
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_each_subpackage_declares_its_public_names(name):
+    import importlib
+
+    package = importlib.import_module(f"spacy_fsner.{name}")
+    assert package.__doc__, f"spacy_fsner.{name} has no docstring saying what it holds"
+    public = getattr(package, "__all__", None)
+    assert public, f"spacy_fsner.{name} declares no __all__"
+    missing = [n for n in public if getattr(package, n, None) is None]
+    assert not missing, f"spacy_fsner.{name}.__all__ names what it does not define: {missing}"
+
+
+def test_every_subpackage_is_a_layer():
+    packages = sorted(p.name for p in (ROOT / "spacy_fsner").iterdir() if (p / "__init__.py").is_file())
+    assert packages == sorted(SUBPACKAGES)
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {part.strip() for layer in layers for part in layer.split("|")}
+    assert set(SUBPACKAGES) <= named, f"packages outside the layer contract: {set(SUBPACKAGES) - named}"

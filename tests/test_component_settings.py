@@ -11,7 +11,7 @@ from spacy_llm.registry import registry as llm_registry
 from test_el4ner import LABELS, POOL, SENTENCE, A, pipeline
 
 from spacy_fsner.pipeline.fsner import FewShotNER
-from spacy_fsner.pipeline.task import FewShotNERTask, label_setting
+from spacy_fsner.pipeline.task import label_setting, make_ner_task
 
 SCRIPTED = "spacy_fsner.test.ScriptedLM.v1"
 
@@ -73,7 +73,7 @@ class SavedModel:
 
 
 def _component(labels=("PER",)) -> FewShotNER:
-    return FewShotNER(spacy.blank("en").vocab, FewShotNERTask(list(labels)), SavedModel())
+    return FewShotNER(spacy.blank("en").vocab, make_ner_task(list(labels)), SavedModel())
 
 
 def test_fsner_to_disk_and_bytes_leave_out_what_exclude_names(tmp_path):
@@ -95,14 +95,14 @@ def test_fsner_to_disk_and_bytes_leave_out_what_exclude_names(tmp_path):
 
 
 def test_fsner_task_fields_can_be_excluded():
-    task = FewShotNERTask(["PER", "LOC"], {"PER": "a person"})
+    task = make_ner_task(["PER", "LOC"], {"PER": "a person"})
     doc = spacy.blank("en")("Ann met Bob")
     doc.ents = [Span(doc, 0, 1, label="PER")]
     task.set_demonstrations([doc])
-    other = FewShotNERTask(["ORG"]).from_bytes(task.to_bytes(exclude=["examples"]))
+    other = make_ner_task(["ORG"]).from_bytes(task.to_bytes(exclude=["examples"]))
     assert other.labels == ("PER", "LOC") and other.label_definitions == {"PER": "a person"}
     assert other.demonstrations == []
-    other = FewShotNERTask(["ORG"]).from_bytes(task.to_bytes(), exclude=["labels"])
+    other = make_ner_task(["ORG"]).from_bytes(task.to_bytes(), exclude=["labels"])
     assert other.labels == ("ORG",) and other.demonstrations == task.demonstrations
 
 

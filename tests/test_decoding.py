@@ -18,7 +18,7 @@ from spacy_fsner.decoding.generator import ConstrainedGenerator
 from spacy_fsner.decoding.parsing import parse_generation, parse_response
 from spacy_fsner.decoding.vocab import TokenTrie, token_bytes
 from spacy_fsner.pipeline.chunking import token_boundaries
-from spacy_fsner.pipeline.task import FewShotNERTask
+from spacy_fsner.pipeline.task import make_ner_task
 from spacy_fsner.prompts.templates import alpaca_template_v1, cllmfs_template_v1
 from spacy_fsner.ty import DocGenerations, Generation, GenerationRequest, ResponseFormat
 
@@ -353,7 +353,7 @@ def _annotate(text: str, labels: list[str], answers: dict[tuple[str, str], list[
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     doc = nlp(text)
-    task = FewShotNERTask(labels)
+    task = make_ner_task(labels)
     (prompts,) = task.generate_prompts([doc])
     generations = [
         _answer(answers.get((label, r.source), []), r.fmt)

@@ -14,7 +14,7 @@ from spacy.tokens import Doc, Span
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOTrainer
 
-from spacy_fsner.pipeline.task import FewShotNERTask
+from spacy_fsner.pipeline.task import make_ner_task
 from spacy_fsner.training.dpo_config import PreferenceDPOConfig
 from spacy_fsner.training.dpo_trainer import PreferenceDPOTrainer, build_dpo_trainer, load_sft_adapter
 from spacy_fsner.training.preference_pairs import PreferencePair, boundary_shift_pairs, dpo_dataset, dpo_records
@@ -36,7 +36,7 @@ def boundary_pairs() -> list[PreferencePair]:
         make_doc("Obama visited New York City .", [(0, 1, "PER"), (2, 5, "LOC")]),
         make_doc("Merkel met Macron in Paris .", [(0, 1, "PER"), (2, 3, "PER"), (4, 5, "LOC")]),
     ]
-    return boundary_shift_pairs(docs, FewShotNERTask(["PER", "LOC"]))
+    return boundary_shift_pairs(docs, make_ner_task(["PER", "LOC"]))
 
 
 # A prompt split inside a word: encoded as one string (as TRL does), "visi" + "ted" merge into other tokens.

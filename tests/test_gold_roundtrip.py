@@ -22,7 +22,7 @@ from spacy.vocab import Vocab
 from spacy_fsner.data.readers import read_conll, read_tagged
 from spacy_fsner.decoding import alignment
 from spacy_fsner.pipeline import task as task_module
-from spacy_fsner.pipeline.task import FewShotNERTask
+from spacy_fsner.pipeline.task import make_ner_task
 from spacy_fsner.prompts.templates import PromptTemplate, alpaca_template_v1, cllmfs_template_v1
 from spacy_fsner.ty import DocGenerations, DocPrompts, Generation
 
@@ -103,7 +103,7 @@ def _why_lost(entity: Entity, doc: Doc, gold: list[Entity], prompts: DocPrompts)
 
 def _round_trip(docs: list[Doc], template: PromptTemplate, monkeypatch) -> RoundTrip:
     labels = sorted({ent.label_ for doc in docs for ent in doc.ents})
-    task = FewShotNERTask(labels, template=template)
+    task = make_ner_task(labels, template=template)
     result = RoundTrip()
     per_label, moved = False, False
 

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from spacy_fsner.decoding.encoding import encode_completion
 from spacy_fsner.decoding.generator import ConstrainedGenerator
-from spacy_fsner.pipeline.task import FewShotNERTask
+from spacy_fsner.pipeline.task import make_ner_task
 from spacy_fsner.prompts.templates import alpaca_template_v1
 from spacy_fsner.training.preference_pairs import (
     DPO_FEATURES,
@@ -36,7 +36,7 @@ def summary(pairs: list[PreferencePair]) -> list[tuple[str, list[str], list[str]
 
 def test_boundary_shifts_one_token_entity_at_the_start_and_entity_at_the_end() -> None:
     doc = make_doc("Obama visited New York City", [(0, 1, "PER"), (2, 5, "LOC")])
-    pairs = boundary_shift_pairs([doc], FewShotNERTask(LABELS))
+    pairs = boundary_shift_pairs([doc], make_ner_task(LABELS))
     assert summary(pairs) == [
         # one token at the start: no start left (outside), no start right / end left (empty)
         ("PER", ["Obama"], ["Obama visited"]),
@@ -51,7 +51,7 @@ def test_boundary_shifts_one_token_entity_at_the_start_and_entity_at_the_end() -
 def test_boundary_shifts_two_entities_in_one_sentence() -> None:
     """Each entity is shifted with the other left as it is; a shift may run into the other entity."""
     doc = make_doc("They met in Paris London and Rome .", [(3, 4, "LOC"), (4, 5, "LOC"), (6, 7, "LOC")])
-    pairs = boundary_shift_pairs([doc], FewShotNERTask(LABELS))
+    pairs = boundary_shift_pairs([doc], make_ner_task(LABELS))
     gold = ["Paris", "London", "Rome"]
     assert summary(pairs) == [
         ("LOC", gold, ["in Paris", "London", "Rome"]),
@@ -68,7 +68,7 @@ def test_boundary_shifts_skip_whitespace_tokens_and_repeats_and_use_the_chunk() 
     boundaries of the middle "Ho" give "Ho Ho") is not repeated; labels without entities give no pair."""
     doc = make_doc("Visit  Rome now . Ho Ho Ho", [(2, 3, "LOC"), (6, 7, "PER")], sent_starts=[0, 5])
     assert [t.text for t in doc][:3] == ["Visit", " ", "Rome"]
-    pairs = boundary_shift_pairs([doc], FewShotNERTask(LABELS))
+    pairs = boundary_shift_pairs([doc], make_ner_task(LABELS))
     assert summary(pairs) == [
         ("LOC", ["Rome"], ["Visit  Rome"]),
         ("LOC", ["Rome"], ["Rome now"]),
@@ -79,7 +79,7 @@ def test_boundary_shifts_skip_whitespace_tokens_and_repeats_and_use_the_chunk() 
 
 
 def test_pairs_carry_the_tasks_prompt_and_render_the_answers() -> None:
-    task = FewShotNERTask(LABELS, {"PER": "a person"}, template=alpaca_template_v1())
+    task = make_ner_task(LABELS, {"PER": "a person"}, template=alpaca_template_v1())
     task.set_demonstrations([make_doc("Kohl was in Bonn .", [(0, 1, "PER"), (3, 4, "LOC")])])
     doc = make_doc("Obama visited Rome .", [(0, 1, "PER")])
     (pair,) = boundary_shift_pairs([doc], task)
@@ -105,7 +105,7 @@ def gold_doc() -> Doc:
 def test_error_feedback_missing_extra_wrong_boundary_and_correct() -> None:
     """Sentence 1: PER missing, LOC with a wrong boundary, an extra ORG. Sentence 2: all correct, no pair."""
     predicted = make_doc(GOLD_TEXT, [(0, 1, "ORG"), (3, 5, "LOC"), (6, 7, "ORG"), (8, 9, "PER")])
-    pairs = error_feedback_pairs([gold_doc()], [predicted], FewShotNERTask(LABELS))
+    pairs = error_feedback_pairs([gold_doc()], [predicted], make_ner_task(LABELS))
     assert summary(pairs) == [
         ("PER", ["Obama"], []),
         ("LOC", ["New York City"], ["York City"]),
@@ -117,10 +117,10 @@ def test_error_feedback_missing_extra_wrong_boundary_and_correct() -> None:
 
 
 def test_error_feedback_perfect_prediction_gives_no_pair_and_order_matters() -> None:
-    assert error_feedback_pairs([gold_doc()], [gold_doc()], FewShotNERTask(LABELS)) == []
+    assert error_feedback_pairs([gold_doc()], [gold_doc()], make_ner_task(LABELS)) == []
     gold = make_doc("Paris and Rome", [(0, 1, "LOC"), (2, 3, "LOC")])
     only_rome = make_doc("Paris and Rome", [(2, 3, "LOC")])
-    assert summary(error_feedback_pairs([gold], [only_rome], FewShotNERTask(LABELS))) == [
+    assert summary(error_feedback_pairs([gold], [only_rome], make_ner_task(LABELS))) == [
         ("LOC", ["Paris", "Rome"], ["Rome"])
     ]
 
@@ -134,7 +134,7 @@ def test_error_feedback_from_a_span_group_and_unknown_predicted_labels() -> None
         spans=[Span(predicted, 0, 1, "PER"), Span(predicted, 0, 1, "ORG"), Span(predicted, 2, 5, "LOC")]
         + [Span(predicted, 6, 7, "ORG"), Span(predicted, 8, 9, "PER")],
     )
-    task = FewShotNERTask(LABELS)
+    task = make_ner_task(LABELS)
     assert summary(error_feedback_pairs([gold_doc()], [predicted], task, spans_key="fsner")) == [("ORG", [], ["Obama"])]
     assert summary(error_feedback_pairs([gold_doc()], [predicted], task)) == [
         ("LOC", ["New York City"], []),
@@ -146,7 +146,7 @@ def test_error_feedback_from_a_span_group_and_unknown_predicted_labels() -> None
 
 
 def test_error_feedback_bad_input() -> None:
-    task = FewShotNERTask(LABELS)
+    task = make_ner_task(LABELS)
     with pytest.raises(ValueError, match="1 gold docs but 2 predicted docs"):
         error_feedback_pairs([gold_doc()], [gold_doc(), gold_doc()], task)
     with pytest.raises(ValueError, match="different texts"):
@@ -164,7 +164,7 @@ def tokenizer(tiny_model_dir):
 
 
 def test_dpo_records_encode_like_the_generator(tokenizer) -> None:
-    task = FewShotNERTask(LABELS)
+    task = make_ner_task(LABELS)
     pairs = boundary_shift_pairs([gold_doc()], task)
     records = dpo_records(pairs, tokenizer)
     generator = ConstrainedGenerator(

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from spacy_fsner.decoding.generator import ConstrainedGenerator
 from spacy_fsner.decoding.parsing import parse_generation
 from spacy_fsner.decoding.prefix_tree import prompt_tree_tokens
-from spacy_fsner.pipeline.task import FewShotNERTask
+from spacy_fsner.pipeline.task import make_ner_task
 from spacy_fsner.prompts.templates import PromptContext, cllmfs_template_v1, shared_input_template_v1
 from spacy_fsner.ty import GenerationRequest
 
@@ -48,7 +48,7 @@ def sentences(shared_data: Path, n: int) -> list[str]:
 
 def requests_for(texts: list[str], template) -> list[GenerationRequest]:
     definitions = {k: v for k, v in LABELS.items() if v}
-    task = FewShotNERTask(list(LABELS), definitions, template)
+    task = make_ner_task(list(LABELS), definitions, template)
     task.set_demonstrations([NLP("Angela Merkel visited Paris .")])
     return [r for prompts in task.generate_prompts(map(NLP, texts)) for r in prompts.requests]
 
@@ -116,7 +116,7 @@ def test_retrieved_demonstrations_per_sentence_are_batched_together(model_and_to
     model, tokenizer = model_and_tokenizer
     texts = sentences(shared_data, 12)
     pool = [NLP(t) for t in sentences(shared_data, 30)[12:]]
-    task = FewShotNERTask(list(LABELS), {}, template, retriever=RandomRetriever(k=2))
+    task = make_ner_task(list(LABELS), {}, template, retriever=RandomRetriever(k=2))
     task.set_demonstrations(pool)
     requests = [r for prompts in task.generate_prompts(map(NLP, texts)) for r in prompts.requests]
     assert len({r.prefix for r in requests}) >= len(texts), "a prefix per sentence (and label)"

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from spacy_fsner.decoding.encoding import encode_completion, encode_prompt
 from spacy_fsner.decoding.generator import ConstrainedGenerator
-from spacy_fsner.pipeline.task import FewShotNERTask
+from spacy_fsner.pipeline.task import FewShotNERTask, make_ner_task
 from spacy_fsner.prompts.templates import alpaca_template_v1, shared_input_template_v1
 from spacy_fsner.training.sft_records import SFT_FEATURES, sft_dataset, sft_records
 
@@ -58,7 +58,7 @@ def docs_and_task(template=None) -> tuple[list[Doc], FewShotNERTask]:
         ),
         make_doc("Nothing to see here ."),
     ]
-    task = FewShotNERTask(LABELS, DEFINITIONS, template=template)
+    task = make_ner_task(LABELS, DEFINITIONS, template=template)
     task.set_demonstrations([make_doc("Kohl was in Bonn .", [(0, 1, "PER"), (3, 4, "LOC")])])
     return docs, task
 
@@ -118,7 +118,7 @@ def test_token_types_entity_spans_and_label_positions(tokenizer) -> None:
     template and completion tokens -1; entity spans and label positions decode to their strings."""
     text = "Obama visited New York City with Siemens ."
     doc = make_doc(text, [(0, 1, "PER"), (2, 5, "LOC"), (6, 7, "ORG")])
-    task = FewShotNERTask(LABELS, DEFINITIONS)
+    task = make_ner_task(LABELS, DEFINITIONS)
     records = {r["label"]: r for r in sft_records([doc], task, tokenizer, absent_labels=-1)}
     assert list(records) == LABELS
     expected_spans = {"PER": ["Obama"], "LOC": ["New York City"], "ORG": ["Siemens"], "MISC": []}
@@ -159,7 +159,7 @@ def test_label_position_is_in_the_instruction_not_header_or_demonstrations(token
     """Alpaca's header says "a task": a label named `task`, also written in a demonstration, is found where the
     instruction names it."""
     template = alpaca_template_v1()
-    task = FewShotNERTask(["task", "LOC"], template=template)
+    task = make_ner_task(["task", "LOC"], template=template)
     task.set_demonstrations([make_doc("The task was done in Rome .", [(1, 2, "task"), (5, 6, "LOC")])])
     doc = make_doc("A task in Oslo .", [(1, 2, "task"), (3, 4, "LOC")])
     (record,) = [r for r in sft_records([doc], task, tokenizer, absent_labels=0) if r["label"] == "task"]
@@ -175,7 +175,7 @@ def test_label_position_is_in_the_instruction_not_header_or_demonstrations(token
 
 
 def test_absent_labels_sampled_per_chunk_with_a_seed(tokenizer) -> None:
-    task = FewShotNERTask(LABELS)
+    task = make_ner_task(LABELS)
     docs = [make_doc(f"Obama spoke on day {i} .", [(0, 1, "PER")]) for i in range(40)]
 
     def labels(absent: int, seed: int = 0) -> list[list[str]]:
@@ -199,7 +199,7 @@ def test_absent_labels_sampled_per_chunk_with_a_seed(tokenizer) -> None:
 
 
 def test_unannotated_doc_gives_empty_answers(tokenizer) -> None:
-    task = FewShotNERTask(LABELS)
+    task = make_ner_task(LABELS)
     (record,) = sft_records([make_doc("Nothing to see here .")], task, tokenizer, absent_labels=1)
     assert record["entity_spans"] == []
     assert set(record["token_types"]) == {-1, 0}
@@ -209,7 +209,7 @@ def test_unannotated_doc_gives_empty_answers(tokenizer) -> None:
 
 
 def test_unknown_labels_raise_naming_them_and_the_fix(tokenizer) -> None:
-    task = FewShotNERTask(["PER", "LOC"])
+    task = make_ner_task(["PER", "LOC"])
     docs = [make_doc("Obama visited NATO and Google .", [(0, 1, "PER"), (2, 3, "ORG"), (4, 5, "COMPANY")])]
     with pytest.raises(ValueError, match=r"\['COMPANY', 'ORG'\].*--labels"):
         sft_records(docs, task, tokenizer)
@@ -218,7 +218,7 @@ def test_unknown_labels_raise_naming_them_and_the_fix(tokenizer) -> None:
 def test_entity_across_chunks_raises(tokenizer) -> None:
     doc = make_doc("He met Angela Merkel today .", [(2, 4, "PER")], sent_starts=[0, 3])
     with pytest.raises(ValueError, match=r"Doc 0: .*PER 'Angela Merkel'.*cross a chunk boundary.*max_chunk_tokens"):
-        sft_records([doc], FewShotNERTask(LABELS), tokenizer)
+        sft_records([doc], make_ner_task(LABELS), tokenizer)
 
 
 def test_max_length_raises_instead_of_truncating(tokenizer) -> None:
@@ -238,7 +238,7 @@ def test_dataset_keeps_the_columns(tokenizer) -> None:
     dataset = sft_dataset(records)
     assert dataset.features == SFT_FEATURES
     assert [dict(row) for row in dataset] == records
-    empty = sft_dataset(sft_records([make_doc("Nothing here .")], FewShotNERTask(LABELS), tokenizer))
+    empty = sft_dataset(sft_records([make_doc("Nothing here .")], make_ner_task(LABELS), tokenizer))
     assert empty.features == SFT_FEATURES and empty[0]["entity_spans"] == []
 
 
@@ -255,7 +255,7 @@ def test_real_tokenizer_smollm2(smollm2_dir) -> None:
     """SmolLM2's byte-level BPE (leading spaces inside tokens, emoji split across tokens): the prompt is the
     generator's, and spans, types and label positions decode to their strings."""
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    task = FewShotNERTask(["person", "location", "organisation"], {"person": "the name of a person"})
+    task = make_ner_task(["person", "location", "organisation"], {"person": "the name of a person"})
     task.set_demonstrations([make_doc("Kohl was in Bonn .", [(0, 1, "person"), (3, 4, "location")])])
     docs = [
         make_doc(

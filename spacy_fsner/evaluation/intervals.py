@@ -74,40 +74,31 @@ def _interval(estimate: float, samples: np.ndarray, level: float, n_units: int, 
 def bootstrap_f1(
     counts: np.ndarray,
     *,
+    baseline: np.ndarray | None = None,
     statistic: str = "micro",
     unit: str = "episodes",
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
 ) -> Interval:
-    """F1 of `counts` (`unit_counts`) with its bootstrap interval; the same seed gives the same interval."""
+    """F1 of `counts` (`unit_counts`) with its bootstrap interval; the same seed gives the same interval. With
+    `baseline` (the other system's counts on the same units): F1(counts) - F1(baseline), each resample drawing the
+    same units for both, so an interval that excludes 0 tells the two apart."""
     if statistic not in STATISTICS:
         raise ValueError(f"statistic={statistic!r}: use one of {list(STATISTICS)}")
     counts = np.asarray(counts)
-    draws = _draws(len(counts), resamples, seed)
-    return _interval(_f1(counts, statistic), _f1(counts[draws], statistic), level, len(counts), unit, statistic)
-
-
-def paired_difference(
-    counts_a: np.ndarray,
-    counts_b: np.ndarray,
-    *,
-    statistic: str = "micro",
-    unit: str = "episodes",
-    resamples: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> Interval:
-    """F1(a) - F1(b) on the same units, with the interval of the difference over resamples that draw the same units
-    for both: an interval that excludes 0 tells the two apart."""
-    counts_a, counts_b = np.asarray(counts_a), np.asarray(counts_b)
-    if counts_a.shape != counts_b.shape:
+    if baseline is not None and np.shape(baseline) != counts.shape:
         raise ValueError(
-            f"paired scores need the same units for both systems: got {len(counts_a)} and {len(counts_b)} units"
+            f"paired scores need the same units for both systems: got {len(counts)} and {len(baseline)} units"
         )
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic={statistic!r}: use one of {list(STATISTICS)}")
-    draws = _draws(len(counts_a), resamples, seed)
-    estimate = _f1(counts_a, statistic) - _f1(counts_b, statistic)
-    samples = _f1(counts_a[draws], statistic) - _f1(counts_b[draws], statistic)
-    return _interval(estimate, samples, level, len(counts_a), unit, statistic)
+    draws = _draws(len(counts), resamples, seed)
+    estimate, samples = _f1(counts, statistic), _f1(counts[draws], statistic)
+    if baseline is not None:
+        baseline = np.asarray(baseline)
+        estimate, samples = estimate - _f1(baseline, statistic), samples - _f1(baseline[draws], statistic)
+    return _interval(estimate, samples, level, len(counts), unit, statistic)
+
+
+def paired_difference(counts_a: np.ndarray, counts_b: np.ndarray, **settings) -> Interval:
+    """F1(a) - F1(b) on the same units with its paired bootstrap interval (`bootstrap_f1`'s settings)."""
+    return bootstrap_f1(counts_a, baseline=counts_b, **settings)

@@ -220,27 +220,28 @@ def _row(nlp, template: str, n: int, sentences: _Sentences, shots: int, device_t
 def run_benchmark(
     data: Path,
     *,
-    sentences: int = 40,
-    naive_sentences: int = 8,
-    pool: int = 2000,
-    label_counts: Sequence[int] = (4, 18),
-    extra_labels: Sequence[str] = ("person-politician",),
-    templates: Sequence[str] = tuple(TEMPLATES),
-    shots: int = 2,
-    model: str = "smollm2-135m-instruct",
-    adapter: Path | None = None,
-    short_labels: bool = False,
-    batch_size: int = 0,
-    batch_tokens: int = 0,
-    max_new_tokens: int = 32,
-    device: str = "auto",
-    dtype: str = "auto",
-    threads: int = 2,
-    peak_tflops: float = 0.0,
-    peak_tbps: float = 0.0,
+    sentences: int,
+    naive_sentences: int,
+    pool: int,
+    label_counts: Sequence[int],
+    extra_labels: Sequence[str],
+    templates: Sequence[str],
+    shots: int,
+    model: str,
+    adapter: Path | None,
+    short_labels: bool,
+    batch_size: int,
+    batch_tokens: int,
+    max_new_tokens: int,
+    device: str,
+    dtype: str,
+    threads: int,
+    peak_tflops: float,
+    peak_tbps: float,
 ) -> Throughput:
-    """Both paths for each template and label count (the `benchmark` command's options, as values; 0 for
-    `batch_size`/`batch_tokens`/`threads`: the defaults). Raises `BenchmarkError` for arguments it cannot run with."""
+    """Both paths for each template and label count (the `benchmark` command's options, as values: the command
+    holds their defaults; 0 for `batch_size`/`batch_tokens`/`threads`: the device's or torch's). Raises
+    `BenchmarkError` for arguments it cannot run with."""
     import torch
 
     from ..models.tiny import TinyModelSpec, build_tiny_model, tokenizer_texts

@@ -90,18 +90,19 @@ class FewShotNERTask(LabelSet):
 
     def __init__(
         self,
-        labels: Sequence[str] | str = (),
-        label_definitions: dict[str, str] | None = None,
-        template: PromptTemplate | None = None,
-        max_chunk_tokens: int = 128,
-        overwrite_ents: bool = False,
-        spans_key: str = "fsner",
-        retriever: Retriever | None = None,
-        report_key: str = REPORT_KEY,
+        labels: Sequence[str] | str,
+        label_definitions: dict[str, str] | None,
+        template: PromptTemplate,
+        max_chunk_tokens: int,
+        overwrite_ents: bool,
+        spans_key: str,
+        retriever: Retriever | None,
+        report_key: str,
     ) -> None:
+        """Every setting explicit: `make_ner_task` (`spacy_fsner.NER.v1`) and the `fsner` factory hold the defaults."""
         # no labels yet is allowed here (spacy-llm's tasks get them from `initialize` or `add_label`)
         self._labels, self._definitions = label_setting(labels, label_definitions, required=False)
-        self._template = template or cllmfs_template_v1()
+        self._template = template
         if max_chunk_tokens < 1:
             raise ValueError(f"max_chunk_tokens must be >= 1, got {max_chunk_tokens}")
         self._max_chunk_tokens = max_chunk_tokens
@@ -324,6 +325,7 @@ def make_ner_task(
     `labels` as the `fsner` component takes them (a list, or "PER,LOC"); none (the default) until `initialize`
     (from its `labels` or the examples' entities) or `add_label` gives them: prompting without labels is an error.
     """
+    template = template if template is not None else cllmfs_template_v1()
     return FewShotNERTask(
         labels, label_definitions, template, max_chunk_tokens, overwrite_ents, spans_key, retriever, report_key
     )

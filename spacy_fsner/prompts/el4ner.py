@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from spacy.util import registry
 
-from .templates import PromptContext
+from .templates import DEFINITION_LINE, INPUT_SECTION, PromptContext
 
 EXTRACTION_LABEL = "entity"
 """The one label of the extraction prompts (types come later)."""
@@ -49,8 +49,10 @@ class ScoringTemplate:
     """Opens the answer lines after each input."""
     question: str
     """One span's question: mentions `{text}` (the span) and may mention `{label}` (its type)."""
-    definition: str = "{label}: {definition}.\n"
-    input: str = "### Input:\n{text}\n\n"
+    definition: str
+    """One line per defined type: mentions `{label}` and `{definition}`."""
+    input: str
+    """An input sentence: mentions `{text}`."""
 
     def header(self, labels: Sequence[str], definitions: Mapping[str, str]) -> str:
         """The instruction and the definitions of the types that have one."""
@@ -74,7 +76,7 @@ class ScoringTemplate:
 class ClassificationTemplate(ScoringTemplate):
     """Type classification: each span's question has one option per type."""
 
-    option: str = " {label}"
+    option: str
     """A type as the answer to a question."""
 
     def options(self, labels: Sequence[str]) -> list[str]:
@@ -105,8 +107,8 @@ class ClassificationTemplate(ScoringTemplate):
 class ValidationTemplate(ScoringTemplate):
     """Self-validation: is this span of this type? Options `yes` and `no`."""
 
-    yes: str = " Yes"
-    no: str = " No"
+    yes: str
+    no: str
 
     def prompt_prefix(
         self, labels: Sequence[str], definitions: Mapping[str, str], examples: Sequence[Mentions], text: str
@@ -135,8 +137,8 @@ class ValidationTemplate(ScoringTemplate):
 @registry.misc("spacy_fsner.EL4NERClassifyTemplate.v1")
 def el4ner_classify_template_v1(
     instruction: str = "### Instruction:\nGive the type of each entity of the input: one of {labels}.\n",
-    definition: str = "{label}: {definition}.\n",
-    input: str = "### Input:\n{text}\n\n",
+    definition: str = DEFINITION_LINE,
+    input: str = INPUT_SECTION,
     response: str = "### Types:\n",
     question: str = "{text}:",
     option: str = " {label}",
@@ -148,8 +150,8 @@ def el4ner_classify_template_v1(
 @registry.misc("spacy_fsner.EL4NERValidateTemplate.v1")
 def el4ner_validate_template_v1(
     instruction: str = "### Instruction:\nAnswer Yes if the entity is of the type named in the input, else No.\n",
-    definition: str = "{label}: {definition}.\n",
-    input: str = "### Input:\n{text}\n\n",
+    definition: str = DEFINITION_LINE,
+    input: str = INPUT_SECTION,
     response: str = "### Answers:\n",
     question: str = "{text} is {label}?",
     yes: str = " Yes",

@@ -124,7 +124,7 @@ class SharedInputTemplate(PromptTemplate):
     lists only the labels it has entities of (see docs/results.md for F1).
     """
 
-    empty_answers: bool = False
+    empty_answers: bool
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,6 +180,16 @@ def field_offset(pattern: str, name: str, **values: str) -> int:
     )
 
 
+INPUT_SECTION = "### Input:\n{text}\n\n"
+"""The input sentence in every template here (alpaca's section heading)."""
+
+PAPERS_DEFINITION = ", the entity of {label} refers to {definition}"
+"""A label's definition inside the papers' per-label instruction (CLLMFS, OBP-LLM)."""
+
+DEFINITION_LINE = "{label}: {definition}.\n"
+"""A label's definition as a line of its own (shared-input template, EL4NER's scoring prompts)."""
+
+
 @registry.misc("spacy_fsner.CLLMFSTemplate.v1")
 def cllmfs_template_v1() -> PromptTemplate:
     """CLLMFS (Sec. 3.1): one instruction per label, response wrapped in `<im_start>`/`<im_end>`."""
@@ -187,8 +197,8 @@ def cllmfs_template_v1() -> PromptTemplate:
         header="",
         instruction="### Instruction:\nPlease extract the entity of {label} in the input sentence given below"
         "{definition}.\n\n",
-        definition=", the entity of {label} refers to {definition}",
-        input="### Input:\n{text}\n\n",
+        definition=PAPERS_DEFINITION,
+        input=INPUT_SECTION,
         response="### Response:\n<im_start> I can extract entities for you, the extracted entities are",
         fmt=ResponseFormat(open=" <<< ", close=" >>>", end=" <im_end>"),
     )
@@ -202,8 +212,8 @@ def alpaca_template_v1() -> PromptTemplate:
         "context. Write a response that appropriately completes the request.\n\n",
         instruction="### Instruction:\nI want you to extract {label} entities from the following input sentence"
         "{definition}.\n\n",
-        definition=", the entity of {label} refers to {definition}",
-        input="### Input:\n{text}\n\n",
+        definition=PAPERS_DEFINITION,
+        input=INPUT_SECTION,
         response="### Response:\nThe entities I extracted for you are",
         fmt=ResponseFormat(open=" <<< ", close=" >>>", end="."),
     )
@@ -214,8 +224,8 @@ def shared_input_template_v1(
     header: str = "### Instruction:\nCopy from the input sentence the entities of the type named after it, each as "
     "<<< entity >>>, in order; write nothing when it has none.\n\n",
     instruction: str = "{label}:",
-    definition: str = "{label}: {definition}.\n",
-    input: str = "### Input:\n{text}\n\n",
+    definition: str = DEFINITION_LINE,
+    input: str = INPUT_SECTION,
     response: str = "### Entities:\n",
     empty_answers: bool = False,
 ) -> PromptTemplate:

@@ -23,6 +23,7 @@ def test_the_bench_scripts_are_all_here():
         "el4ner_rules",
         "incontext_quality",
         "objective_overhead",
+        "paired_episodes",
         "random_llama",
         "retrieval_episodes",
         "retrieval_quality",
@@ -112,3 +113,30 @@ def test_seconds_per_step_reads_the_trainer_runtime(tmp_path):
     history = [{"loss": 2.0, "step": 5}, {"train_runtime": 12.0, "step": 10}]
     (tmp_path / "metrics.json").write_text(json.dumps({"log_history": history}))
     assert seconds_per_step(tmp_path, 10) == 1.2
+
+
+@pytest.mark.slow
+def test_paired_episodes_resumes_and_compares_on_the_same_episodes(tiny_model_dir, tmp_path):
+    """Two configurations on the same sampled episodes; a second run finds every episode done and runs none."""
+    model = f"model={tiny_model_dir}"
+    command = [sys.executable, "-m", "bench.paired_episodes", "--configs", f"a:template=cllmfs,{model}"]
+    command += [f"b:template=shared,{model}", "--shots", "1", "--n", "2", "--output", str(tmp_path), "--threads", "1"]
+    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("episode 2/2") == 2
+    assert "| b | " in first.stdout and "paired difference from a" in first.stdout
+    episodes = tmp_path / "episodes_5w1s_n2_seed0.jsonl"
+    assert len(episodes.read_text().splitlines()) == 2
+    counts = [json.loads(line) for line in (tmp_path / "a_5w1s_n2_seed0.jsonl").read_text().splitlines()]
+    assert [c["episode"] for c in counts] == [0, 1] and all(c["tp"] + c["fn"] > 0 for c in counts)
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0 and "episode 1/2" not in again.stdout
+    assert first.stdout.split("| configuration")[1] == again.stdout.split("| configuration")[1]
+
+
+def test_paired_episodes_refuses_unknown_settings():
+    from bench.paired_episodes import parse_config
+
+    assert parse_config("x:template=shared,k=3") == ("x", {"template": "shared", "k": "3"})
+    with pytest.raises(SystemExit, match="keys from"):
+        parse_config("x:temperature=1")

@@ -226,7 +226,8 @@ def evaluate(
     limit: only the first `limit` docs or episodes (0: all). data_format/scheme: as for `read_docs` (a
     `.spacy` file is always read as a DocBin). The settings record what produced the numbers. The headline F1
     (and, for episodes, Hou et al.'s mean F1) comes with a 95% bootstrap interval over `resamples` draws of the
-    documents or episodes (`intervals`; `<score>_interval` in the results; 0 resamples: none).
+    documents or episodes (`intervals`; `<score>_interval` in the results; none with 0 resamples or with a single
+    doc or episode).
     """
     if limit < 0:
         raise ValueError(f"limit={limit}: use 0 for no limit or a positive number of docs/episodes")
@@ -255,7 +256,7 @@ def evaluate(
         docs = read_corpus(data, nlp, data_format=data_format, scheme=scheme, limit=limit)
         examples = corpus_examples(nlp, docs, batch_size=batch_size, progress=progress)
         results = score_all(examples)
-        if resamples:
+        if resamples and len(examples) > 1:  # an interval needs two units to resample
             counts = unit_counts([[example] for example in examples])
             results["span_exact_interval"] = bootstrap_f1(counts, unit="documents", resamples=resamples, seed=seed)
         settings["n_docs"] = len(docs)
@@ -266,7 +267,7 @@ def evaluate(
         episodes = list(islice(read_episodes(data, nlp.vocab), limit or None))
         per_episode = episode_examples(nlp, episodes, component=name, batch_size=batch_size, progress=progress)
         results = score_all(episodes=per_episode)
-        if resamples:
+        if resamples and len(per_episode) > 1:
             counts = unit_counts(per_episode)
             for score, statistic in (("fewnerd_episodes", "micro"), ("hou_episodes", "mean")):
                 results[f"{score}_interval"] = bootstrap_f1(

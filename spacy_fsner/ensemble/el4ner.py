@@ -41,7 +41,7 @@ from spacy.training import Example
 from spacy.vocab import Vocab
 
 from ..pipeline.batched import BatchedPipe
-from ..pipeline.chunking import chunk_doc
+from ..pipeline.chunking import MAX_CHUNK_TOKENS, chunk_doc
 from ..pipeline.resolve import resolve_entities
 from ..pipeline.task import LabelSet
 from ..prompts.el4ner import (
@@ -69,7 +69,7 @@ EL4NER_STAGES = ("pre_extraction", "span_retrieval", "union", "vote", "validatio
         "template": {"@misc": "spacy_fsner.SharedInputTemplate.v1"},
         "retriever": {"@misc": "spacy_fsner.SpanRetriever.v1", "k": 3},
         "stages": {stage: True for stage in EL4NER_STAGES},
-        "max_chunk_tokens": 128,
+        "max_chunk_tokens": MAX_CHUNK_TOKENS,
         "overwrite_ents": False,
         "spans_key": "el4ner",
         "seed": 0,
@@ -130,19 +130,19 @@ class EL4NER(LabelSet, BatchedPipe):
         *,
         name: str = "el4ner",
         labels: Sequence[str] | str,
-        label_definitions: dict[str, str] | None = None,
+        label_definitions: dict[str, str] | None,
         members: dict[str, Any],
         template: PromptTemplate,
         retriever: Retriever,
-        stages: dict[str, bool] | None = None,
-        max_chunk_tokens: int = 128,
-        overwrite_ents: bool = False,
-        spans_key: str = "el4ner",
-        seed: int = 0,
-        reject_share: float = 0.5,
-        rejection: str = "probability",
-        classification_template: ClassificationTemplate | None = None,
-        validation_template: ValidationTemplate | None = None,
+        stages: dict[str, bool] | None,
+        max_chunk_tokens: int,
+        overwrite_ents: bool,
+        spans_key: str,
+        seed: int,
+        reject_share: float,
+        rejection: str,
+        classification_template: ClassificationTemplate | None,
+        validation_template: ValidationTemplate | None,
         scorer: Callable | None = get_ner_prf,
     ) -> None:
         if not members:

@@ -6,6 +6,10 @@ from spacy.tokens import Doc, Span
 
 _BREAK_AFTER = {".", "!", "?", ";", "\n"}
 
+MAX_CHUNK_TOKENS = 128
+"""The default of every component's and task's `max_chunk_tokens`: the longest piece of text (spaCy tokens) that one
+prompt holds when `doc.sents` is not set."""
+
 
 def chunk_doc(doc: Doc, max_tokens: int) -> list[Span]:
     """`doc.sents` when sentence boundaries are set, else the whole doc; any piece longer than `max_tokens`

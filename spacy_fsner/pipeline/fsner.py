@@ -23,6 +23,7 @@ from ..retrieval.retrievers import Retriever
 from ..ty import DocGenerations, DocPrompts
 from .adaptation import Adaptation, InContextAdaptation
 from .batched import BatchedPipe
+from .chunking import MAX_CHUNK_TOKENS
 from .task import REPORT_KEY, FewShotNERTask, label_setting
 
 ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[DocGenerations]]]
@@ -37,7 +38,7 @@ _MODEL_HINT = "{'@llm_models': 'spacy_fsner.CausalLM.v1', 'name': 'models/tiny'}
         "label_definitions": {},
         "template": {"@misc": "spacy_fsner.CLLMFSTemplate.v1"},
         "model": None,
-        "max_chunk_tokens": 128,
+        "max_chunk_tokens": MAX_CHUNK_TOKENS,
         "overwrite_ents": False,
         "spans_key": "fsner",
         "save_io": False,

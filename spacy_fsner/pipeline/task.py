@@ -23,7 +23,7 @@ from ..decoding.parsing import parse_generation
 from ..prompts.templates import AnnotatedText, PromptContext, PromptTemplate, cllmfs_template_v1
 from ..retrieval.retrievers import Retriever
 from ..ty import DocGenerations, DocPrompts, GenerationRequest
-from .chunking import chunk_doc, token_boundaries
+from .chunking import MAX_CHUNK_TOKENS, chunk_doc, token_boundaries
 from .resolve import resolve_entities
 
 REPORT_KEY = "fsner"
@@ -314,7 +314,7 @@ def make_ner_task(
     labels: list[str] | str = [],  # noqa: B006  (read only; spaCy's config shows the default)
     label_definitions: dict[str, str] | None = None,
     template: PromptTemplate | None = None,
-    max_chunk_tokens: int = 128,
+    max_chunk_tokens: int = MAX_CHUNK_TOKENS,
     overwrite_ents: bool = False,
     spans_key: str = "fsner",
     retriever: Retriever | None = None,

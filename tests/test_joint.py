@@ -365,3 +365,39 @@ def test_real_tokenizer_round_trip(smollm2_dir):
                 piece = generator.trie.token_bytes[token].decode("utf-8", errors="replace")
                 typed = [fmt.label_open + label + fmt.label_close for label in labels]
                 assert any(t.startswith(piece) or piece.startswith(t) for t in typed), piece
+
+
+def test_benchmark_joint_on_the_tiny_model_gives_the_same_entities_both_ways(tmp_path):
+    """`benchmark --templates joint`: the naive loop (one `generate` call per prompt) and `nlp.pipe` find the same
+    entities; long enough answers that the random model writes some."""
+    import json
+
+    from spacy.tokens import DocBin
+    from typer.testing import CliRunner
+
+    from spacy_fsner.cli import app
+
+    types = ["PER", "LOC", "ORG"]
+    docs = []
+    for i in range(10):
+        doc = NLP(f"W{i} met V{i} at X{i} in Paris .")
+        doc.ents = [Span(doc, 0, 1, types[i % 3]), Span(doc, 4, 5, types[(i + 1) % 3])]
+        docs.append(doc)
+    data = tmp_path / "data.spacy"
+    DocBin(docs=docs).to_disk(data)
+    args = ["benchmark", "--data", str(data), "--model", "tiny", "--pool", "6", "--sentences", "4"]
+    args += ["--naive-sentences", "4", "--labels", "2,3", "--templates", "joint", "--max-new-tokens", "32"]
+    args += ["--threads", "1", "--entities", str(tmp_path / "entities.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| joint | 3 | pipe |" in result.output and "| joint | 2 | naive |" in result.output
+    assert "| True |" in result.output and "False" not in result.output
+    records = json.loads((tmp_path / "entities.json").read_text())
+    assert [(r["template"], r["labels"], r["path"]) for r in records] == [
+        ("joint", 2, "naive"),
+        ("joint", 2, "pipe"),
+        ("joint", 3, "naive"),
+        ("joint", 3, "pipe"),
+    ]
+    found = sum(len(ents) for r in records for ents in r["ents"])
+    assert found > 0, "the tiny model wrote no entity: the comparison would be trivial"

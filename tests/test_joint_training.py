@@ -7,7 +7,7 @@ import pytest
 import torch
 from spacy.tokens import Span
 from test_objectives import collate, lora_model, objective_loss
-from test_sft_records import DEFINITIONS, LABELS, NLP, make_doc, stub_generator
+from test_sft_records import LABELS, NLP, docs_and_task, stub_generator
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from spacy_fsner.decoding.constraint import SubstringConstraint
@@ -26,18 +26,8 @@ from spacy_fsner.training.sft_records import sft_records
 
 
 def joint_docs_and_task():
-    docs = [
-        make_doc("Obama visited New York City .", [(0, 1, "PER"), (2, 5, "LOC")]),
-        make_doc(
-            "Angela Merkel met Emmanuel Macron in Paris . Siemens opened a plant in Zürich",
-            [(0, 2, "PER"), (3, 5, "PER"), (6, 7, "LOC"), (8, 9, "ORG"), (13, 14, "LOC")],
-            sent_starts=[0, 8],
-        ),
-        make_doc("Nothing to see here ."),
-    ]
-    task = make_ner_task(LABELS, DEFINITIONS, template=joint_template_v1())
-    task.set_demonstrations([make_doc("Kohl was in Bonn .", [(0, 1, "PER"), (3, 4, "LOC")])])
-    return docs, task
+    """The SFT tests' docs and demonstration, with the joint template."""
+    return docs_and_task(joint_template_v1())
 
 
 @pytest.fixture(scope="module")

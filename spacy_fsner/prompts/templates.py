@@ -101,6 +101,15 @@ class PromptTemplate:
         """What the model should write for `entities` (training target)."""
         return self.fmt.render(entities)
 
+    def definition_lines(self, context: PromptContext) -> str:
+        """`definition` rendered for every label of `context` that has a definition, in label order (the templates
+        that list all labels' definitions once, before the input)."""
+        return "".join(
+            self.definition.format(label=name, definition=context.definitions[name])
+            for name in context.labels
+            if context.definitions.get(name)
+        )
+
     def boilerplate(self) -> str:
         """All fixed text of the template, to train tiny tokenizers on."""
         context = PromptContext(("LABEL",), {"LABEL": "a definition"}, (("An example .", {"LABEL": ["example"]}),))
@@ -140,11 +149,7 @@ class SharedInputTemplate(PromptTemplate):
 
     def prompt_prefix(self, label: str, context: PromptContext) -> str:
         """The same for every label: header, definitions of all labels, demonstrations, start of the input block."""
-        definitions = "".join(
-            self.definition.format(label=name, definition=context.definitions[name])
-            for name in context.labels
-            if context.definitions.get(name)
-        )
+        definitions = self.definition_lines(context)
         before_text = self.input.split("{text}")[0]
         shots = "".join(
             before_text
@@ -193,11 +198,7 @@ class JointTemplate(PromptTemplate):
 
     def prompt_prefix(self, label: str | None, context: PromptContext) -> str:
         """Header, the label list, definitions of all labels, demonstrations, start of the input block."""
-        definitions = "".join(
-            self.definition.format(label=name, definition=context.definitions[name])
-            for name in context.labels
-            if context.definitions.get(name)
-        )
+        definitions = self.definition_lines(context)
         before_text = self.input.split("{text}")[0]
         shots = "".join(
             before_text + self.suffix(text) + self.completion(typed_entities(text, entities, context.labels)) + "\n"
@@ -336,10 +337,16 @@ def shared_input_template_v1(
     )
 
 
+JOINT_HEADER = (
+    "### Instruction:\nCopy from the input sentence every entity of the types listed below, in order, each as "
+    "<<< entity >>> followed by its type and a semicolon; write nothing when it has none.\n"
+)
+"""The joint template's instruction, before its list of labels."""
+
+
 @registry.misc("spacy_fsner.JointTemplate.v1")
 def joint_template_v1(
-    header: str = "### Instruction:\nCopy from the input sentence every entity of the types listed below, in order, "
-    "each as <<< entity >>> followed by its type and a semicolon; write nothing when it has none.\n",
+    header: str = JOINT_HEADER,
     instruction: str = "Types: {labels}.\n",
     definition: str = DEFINITION_LINE,
     input: str = INPUT_SECTION,
@@ -349,11 +356,5 @@ def joint_template_v1(
     names sit in the shared prefix, so absent labels cost nothing and 18 labels cost little more than 4.
 
     Every part can be set from a config (`[components.fsner.template]`); `instruction` must mention `{labels}`."""
-    return JointTemplate(
-        header=header,
-        instruction=instruction,
-        definition=definition,
-        input=input,
-        response=response,
-        fmt=ResponseFormat(open=" <<< ", close=" >>>", end="\n", label_open=" ", label_close=";"),
-    )
+    typed = ResponseFormat(open=" <<< ", close=" >>>", end="\n", label_open=" ", label_close=";")
+    return JointTemplate(header, instruction, definition, input, response, typed)

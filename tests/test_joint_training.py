@@ -174,3 +174,20 @@ def test_joint_preference_pairs(tokenizer) -> None:
     right = NLP(docs[0].text)
     right.ents = [Span(right, 0, 1, "PER"), Span(right, 2, 5, "LOC")]
     assert error_feedback_pairs(docs[:1], [right], task) == []
+
+
+def test_joint_records_with_retrieved_demonstrations(tokenizer) -> None:
+    """With a retriever, each chunk's record shows the demonstrations the task retrieves for that chunk, typed."""
+    from spacy_fsner.retrieval.retrievers import random_retriever_v1
+
+    docs, _ = joint_docs_and_task()
+    task = make_ner_task(LABELS, None, template=joint_template_v1(), retriever=random_retriever_v1(k=1, seed=1))
+    task.set_demonstrations(docs)
+    requests = [r for p in task.generate_prompts(docs) for r in p.requests]
+    assert len({r.prefix for r in requests}) > 1  # demonstrations differ per chunk
+    records = sft_records(docs, task, tokenizer, absent_labels=-1, seed=0)
+    assert len(records) == len(requests)
+    for record, request in zip(records, requests, strict=True):
+        shown = request.prefix.split("### Input:\n")[1].split("\n")[0]  # the retrieved demonstration's text
+        assert shown in tokenizer.decode(record["input_ids"])
+        assert shown != request.source

@@ -15,11 +15,18 @@ class ResponseFormat:
     """How a response writes its entities: `open` + entity + `close`, repeated, then `end`.
 
     `end` may be empty: the response then ends with the tokenizer's end-of-sequence token only.
+
+    A *typed* format (`label_close` set; the joint template) writes each entity's type after it:
+    `open` + entity + `close` + `label_open` + one of `labels` + `label_close`, e.g. ` <<< Paris >>> LOC;`. Its
+    `labels` are the names a response may use (the task's labels, set by the task for each prompt).
     """
 
     open: str = " <<< "
     close: str = " >>>"
     end: str = " <im_end>"
+    label_open: str = ""
+    label_close: str = ""
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.open.strip() or not self.close.strip():
@@ -27,10 +34,34 @@ class ResponseFormat:
                 f"ResponseFormat needs visible entity markers, got open={self.open!r} close={self.close!r}; "
                 "use e.g. open=' <<< ', close=' >>>'."
             )
+        if (self.label_open or self.labels) and not self.label_close.strip():
+            raise ValueError(
+                f"A typed ResponseFormat needs a visible `label_close` (the label terminator, e.g. ';'), got "
+                f"{self.label_close!r}."
+            )
+        clashing = [label for label in self.labels if self.label_close.strip() in label or self.open.strip() in label]
+        if clashing:
+            raise ValueError(
+                f"The labels {clashing} contain the label terminator {self.label_close.strip()!r} or the entity "
+                f"marker {self.open.strip()!r}, so a typed response could not be read back: rename them."
+            )
 
-    def render(self, entities: Iterable[str]) -> str:
-        """The response text that lists `entities` (what the model is trained to write)."""
-        return "".join(f"{self.open}{text}{self.close}" for text in entities) + self.end
+    @property
+    def typed(self) -> bool:
+        """Whether each entity is followed by its label (one prompt for all labels)."""
+        return bool(self.label_close)
+
+    def render(self, entities: Iterable[str] | Iterable[tuple[str, str]]) -> str:
+        """The response text that lists `entities` (what the model is trained to write): entity strings, or for a
+        typed format (text, label) pairs."""
+        if not self.typed:
+            return "".join(f"{self.open}{text}{self.close}" for text in entities) + self.end
+        return (
+            "".join(
+                f"{self.open}{text}{self.close}{self.label_open}{label}{self.label_close}" for text, label in entities
+            )
+            + self.end
+        )
 
 
 @dataclass(frozen=True)

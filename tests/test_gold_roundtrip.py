@@ -23,14 +23,14 @@ from spacy_fsner.data.readers import read_conll, read_tagged
 from spacy_fsner.decoding import alignment
 from spacy_fsner.pipeline import task as task_module
 from spacy_fsner.pipeline.task import make_ner_task
-from spacy_fsner.prompts.templates import PromptTemplate, alpaca_template_v1, cllmfs_template_v1
+from spacy_fsner.prompts.templates import PromptTemplate, alpaca_template_v1, cllmfs_template_v1, joint_template_v1
 from spacy_fsner.ty import DocGenerations, DocPrompts, Generation
 
 DATASETS = {
     "conll2003": ("conll2003/eng.testb", read_conll),
     "fewnerd-inter": ("fewnerd/inter_sentences/test-inter.txt", read_tagged),
 }
-TEMPLATES = {"cllmfs": cllmfs_template_v1, "alpaca": alpaca_template_v1}
+TEMPLATES = {"cllmfs": cllmfs_template_v1, "alpaca": alpaca_template_v1, "joint": joint_template_v1}
 MIN_F1 = 0.999
 
 Entity = tuple[int, int, str]
@@ -47,10 +47,16 @@ def _per_label(source, answers, starts, ends) -> list[alignment.Alignment]:
 
 
 def _gold_generations(gold: list[Entity], text: str, prompts: DocPrompts) -> DocGenerations:
-    """Each request answered with its label's gold strings inside its chunk; one token per entity, logprob -1."""
+    """Each request answered with its label's gold strings inside its chunk (a joint request: every label's, typed,
+    in text order); one token per entity, logprob -1."""
     generations = []
     for request, label, offset in zip(prompts.requests, prompts.labels, prompts.offsets, strict=True):
-        inside = [text[s:e] for s, e, lab in gold if lab == label and offset <= s and e <= offset + len(request.source)]
+        typed = request.fmt.typed
+        inside = [
+            (text[s:e], lab) if typed else text[s:e]
+            for s, e, lab in gold
+            if (typed or lab == label) and offset <= s and e <= offset + len(request.source)
+        ]
         pieces = [request.fmt.render([entity])[: -len(request.fmt.end)] for entity in inside] + [request.fmt.end]
         ends = [len("".join(pieces[: i + 1]).encode()) for i in range(len(pieces))]
         logprobs = [-1.0] * len(inside) + [0.0]

@@ -10,6 +10,10 @@ alignment): the states carry the byte offset where the next entity should start.
 from before that offset (a repeat, or one out of order) is kept, but the response ends after it. So a model that
 starts writing the same entity over and over stops at once instead of running until `max_new_tokens`; the repeat
 is reported as `repeated` by alignment, as it was before.
+
+A typed format (the joint template) writes each entity's label after CLOSE: `(OPEN entity CLOSE LOPEN label
+LCLOSE)* END`, where `label` walks a byte trie of the format's `labels`, so only one of the task's label names,
+whole, can follow an entity. The order rule is the same; a repeated entity ends the response after its label.
 """
 
 from __future__ import annotations
@@ -40,6 +44,15 @@ class SubstringConstraint:
         self.starts = frozenset(char_to_byte[i] for i in starts)
         self.ends = frozenset(char_to_byte[i] for i in ends)
         self.trie = trie
+        self.typed = fmt.typed
+        self.label_open, self.label_close = fmt.label_open.encode("utf-8"), fmt.label_close.encode("utf-8")
+        if self.typed and not fmt.labels:
+            raise ValueError("A typed response format needs the labels a response may use (`ResponseFormat.labels`).")
+        self.label_names = frozenset(label.encode("utf-8") for label in fmt.labels)
+        self.label_next: dict[bytes, set[int]] = {}  # the byte trie of the label names: prefix -> next bytes
+        for name in self.label_names:
+            for i in range(len(name)):
+                self.label_next.setdefault(name[:i], set()).add(name[i])
         self._allowed: dict[StateSet, list[int]] = {}
 
     def initial(self) -> StateSet:
@@ -93,6 +106,14 @@ class SubstringConstraint:
                 out.add(self.end[state[1]])
             elif kind == "close":
                 out.add(self.close[state[1]])
+            elif kind == "lopen":
+                out.add(self.label_open[state[1]])
+            elif kind == "lclose":
+                out.add(self.label_close[state[1]])
+            elif kind == "label":
+                out.update(self.label_next.get(state[1], ()))
+                if state[1] in self.label_names:
+                    out.add(self.label_close[0])
             elif kind == "entity":
                 _, length, positions, _ = state
                 out.update(self.source[p + length] for p in positions if p + length < len(self.source))
@@ -124,6 +145,16 @@ class SubstringConstraint:
                 out.add(self._after_end(state[1] + 1))
             elif kind == "close" and b == self.close[state[1]]:
                 out.add(self._after_close(state[1] + 1, state[2]))
+            elif kind == "lopen" and b == self.label_open[state[1]]:
+                out.add(self._after_label_open(state[1] + 1, state[2]))
+            elif kind == "lclose" and b == self.label_close[state[1]]:
+                out.add(self._after_label_close(state[1] + 1, state[2]))
+            elif kind == "label":
+                _, written, min_start = state
+                if b in self.label_next.get(written, ()):
+                    out.add(("label", written + bytes((b,)), min_start))
+                if written in self.label_names and b == self.label_close[0]:
+                    out.add(self._after_label_close(1, min_start))
             elif kind == "entity":
                 _, length, positions, min_start = state
                 kept = frozenset(p for p in positions if p + length < len(self.source) and self.source[p + length] == b)
@@ -142,6 +173,16 @@ class SubstringConstraint:
     def _after_close(self, matched: int, min_start: int | None) -> State:
         if matched < len(self.close):
             return ("close", matched, min_start)
+        if self.typed:
+            return self._after_label_open(0, min_start)
+        return DONE if min_start is None else ("between", min_start)
+
+    def _after_label_open(self, matched: int, min_start: int | None) -> State:
+        return ("lopen", matched, min_start) if matched < len(self.label_open) else ("label", b"", min_start)
+
+    def _after_label_close(self, matched: int, min_start: int | None) -> State:
+        if matched < len(self.label_close):
+            return ("lclose", matched, min_start)
         return DONE if min_start is None else ("between", min_start)
 
 

@@ -15,6 +15,8 @@ class ScoredEntity:
 
     text: str
     score: float
+    label: str | None = None
+    """The label written after it (typed formats); None for per-label formats, or when no label was finished."""
 
 
 @dataclass
@@ -38,6 +40,10 @@ def parse_response(
     With `token_ends` (byte offset where each generated token ends) and `token_logprobs`, an entity's score is
     the summed log-probability of every token that wrote part of it; otherwise the score is 0. Offsets may run
     past the end of `text` (a character cut off at the end of the generation is not part of it).
+
+    A typed format's entity also gets the label written after it (between `label_open` and `label_close`, before
+    the next entity), and its score then also counts the tokens that wrote the label; an entity whose label was
+    not finished has label None.
     """
     parsed = ParsedResponse()
     if fmt.open.strip() not in text:  # no entity (the common answer): skip the regular expressions
@@ -49,14 +55,36 @@ def parse_response(
         raw = match.group(1)
         start = match.start(1) + len(raw) - len(raw.lstrip())
         end = match.end(1) - (len(raw) - len(raw.rstrip()))
-        if end > start:
-            score = _span_logprob(byte_at[start], byte_at[end], token_ends, token_logprobs)
-            parsed.entities.append(ScoredEntity(text[start:end], score))
         position = match.end()
+        ranges = [(byte_at[start], byte_at[end])]
+        label = None
+        if fmt.typed:
+            label, label_range, position = _read_label(text, position, fmt)
+            if label_range is not None:
+                ranges.append((byte_at[label_range[0]], byte_at[label_range[1]]))
+        if end > start:
+            score = _span_logprob(ranges, token_ends, token_logprobs)
+            parsed.entities.append(ScoredEntity(text[start:end], score, label))
     tail = re.search(f"{opener}(.*)$", text[position:], flags=re.DOTALL)
     if tail is not None:
         parsed.unterminated = _drop_partial_marker(tail.group(1), fmt.close).strip()
     return parsed
+
+
+def _read_label(text: str, position: int, fmt: ResponseFormat) -> tuple[str | None, tuple[int, int] | None, int]:
+    """The label written at `position` (after an entity's close marker): its text, its char range and where the
+    text after it starts; (None, None, `position`) when no label terminator comes before the next entity."""
+    terminator = fmt.label_close.strip()
+    stop = text.find(terminator, position)
+    following = text.find(fmt.open.strip(), position)
+    if stop < 0 or (0 <= following < stop):
+        return None, None, position
+    raw = text[position:stop]
+    if fmt.label_open.strip():
+        raw = raw.replace(fmt.label_open.strip(), " ", 1)
+    start = position + len(raw) - len(raw.lstrip())
+    end = stop - (len(raw) - len(raw.rstrip()))
+    return text[start:end], (start, end), stop + len(terminator)
 
 
 def _drop_partial_marker(text: str, marker: str) -> str:
@@ -68,13 +96,14 @@ def _drop_partial_marker(text: str, marker: str) -> str:
 
 
 def _span_logprob(
-    byte_start: int, byte_end: int, token_ends: list[int] | None, token_logprobs: list[float] | None
+    ranges: list[tuple[int, int]], token_ends: list[int] | None, token_logprobs: list[float] | None
 ) -> float:
+    """Summed log-probability of the tokens that overlap any of the byte `ranges` (each token counted once)."""
     if not token_ends or not token_logprobs:
         return 0.0
     total, token_start = 0.0, 0
     for token_end, logprob in zip(token_ends, token_logprobs, strict=True):
-        if token_start < byte_end and token_end > byte_start:
+        if any(token_start < byte_end and token_end > byte_start for byte_start, byte_end in ranges):
             total += logprob
         token_start = token_end
     return total

@@ -24,7 +24,11 @@ from pathlib import Path
 from ..ty import DocGenerations
 from .resources import PeakMemory, Roofline, describe_model
 
-TEMPLATES = {"cllmfs": "spacy_fsner.CLLMFSTemplate.v1", "shared": "spacy_fsner.SharedInputTemplate.v1"}
+TEMPLATES = {
+    "cllmfs": "spacy_fsner.CLLMFSTemplate.v1",
+    "shared": "spacy_fsner.SharedInputTemplate.v1",
+    "joint": "spacy_fsner.JointTemplate.v1",
+}
 """The templates a benchmark can run, by short name."""
 
 

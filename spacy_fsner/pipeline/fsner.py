@@ -83,6 +83,11 @@ _HINTS = (
         ("unplaced",),
         "'unplaced': a string not in the text (unconstrained decoding), listed in the report, not in doc.ents.",
     ),
+    (
+        ("untyped",),
+        "'untyped': a joint answer's entity without one of the task's labels (cut by max_new_tokens, or "
+        "unconstrained decoding), listed in the report, not in doc.ents.",
+    ),
 )
 """What each kind of loss in the report means, for the warning."""
 

@@ -1,5 +1,8 @@
 """The NER task: Docs to prompts, generations back to spans. Registered for spacy-llm as `spacy_fsner.NER.v1`.
 
+With a joint template (`JointTemplate`, a typed response format) the task asks one prompt per chunk for every label
+(its `DocPrompts` label is `JOINT_LABEL`) and reads each entity's label from the response.
+
 It follows spacy-llm's task protocol (non-sharding: one `DocPrompts` per doc), so the same task and model run in
 the `fsner` component and in spacy-llm's own `llm` component.
 """
@@ -20,11 +23,15 @@ from spacy_llm.registry import registry as llm_registry
 
 from ..decoding.alignment import align_jointly
 from ..decoding.parsing import parse_generation
-from ..prompts.templates import AnnotatedText, PromptContext, PromptTemplate, cllmfs_template_v1
+from ..prompts.templates import AnnotatedText, JointTemplate, PromptContext, PromptTemplate, cllmfs_template_v1
 from ..retrieval.retrievers import Retriever
 from ..ty import DocGenerations, DocPrompts, GenerationRequest
 from .chunking import MAX_CHUNK_TOKENS, chunk_doc, token_boundaries
 from .resolve import resolve_entities
+
+JOINT_LABEL = ""
+"""The `DocPrompts` label of a joint request: it asks for every label of its `fmt.labels`, and each entity's label is
+read from the response."""
 
 REPORT_KEY = "fsner"
 """`doc.user_data[REPORT_KEY]`: what could not be placed for this doc (see `FewShotNERTask.annotate`). The default
@@ -185,18 +192,35 @@ class FewShotNERTask(LabelSet):
     def prompt_prefix(self, label: str) -> str:
         return self._template.prompt_prefix(label, self.prompt_context)
 
+    @property
+    def joint(self) -> bool:
+        """Whether the template asks for all labels in one prompt per chunk (a typed response)."""
+        return isinstance(self._template, JointTemplate)
+
+    def chunk_contexts(self, docs: Iterable[Doc]) -> list[list[PromptContext]]:
+        """Per doc, per chunk (as `generate_prompts` cuts them), the prompt context its prompts render: the fixed
+        demonstrations, or those the retriever picks for the chunk."""
+        chunks = [chunk_doc(doc, self._max_chunk_tokens) for doc in docs]
+        return [[self._context(key) for key in doc_keys] for doc_keys in self._retrieved(chunks)]
+
+    def _retrieved(self, chunks: list[list[Span]]) -> list[list[tuple[int, ...] | None]]:
+        """Per doc, per chunk, the ids of its demonstrations in the pool (None: the fixed demonstrations)."""
+        if self._retriever is None:
+            return [[None] * len(doc_chunks) for doc_chunks in chunks]
+        flat = [chunk for doc_chunks in chunks for chunk in doc_chunks]
+        retrieved = iter(self._retriever.retrieve(flat))
+        return [[tuple(next(retrieved)) for _ in doc_chunks] for doc_chunks in chunks]
+
     def generate_prompts(self, docs: Iterable[Doc]) -> Iterable[DocPrompts]:
         if not self._labels:
             raise ValueError("The fsner task has no labels: add them with `add_label` or the `labels` setting.")
         docs = list(docs)
         chunks = [chunk_doc(doc, self._max_chunk_tokens) for doc in docs]
-        tails = {label: self._template.tail(label) for label in self._labels}
-        if self._retriever is not None:  # per chunk, the ids of its demonstrations in the pool
-            flat = [chunk for doc_chunks in chunks for chunk in doc_chunks]
-            retrieved = iter(self._retriever.retrieve(flat))
-            keys = [[tuple(next(retrieved)) for _ in doc_chunks] for doc_chunks in chunks]
-        else:
-            keys = [[None] * len(doc_chunks) for doc_chunks in chunks]
+        joint = self.joint
+        labels = [JOINT_LABEL] if joint else self._labels
+        fmt = self._template.format_for(self._labels) if joint else self._template.fmt
+        tails = {label: self._template.tail(label) for label in labels}
+        keys = self._retrieved(chunks)
         prefixes: dict[tuple[str, tuple[int, ...] | None], str] = {}  # rendered once per label and demonstrations
         for doc_chunks, doc_keys in zip(chunks, keys, strict=True):
             prompts = DocPrompts()
@@ -204,13 +228,11 @@ class FewShotNERTask(LabelSet):
                 starts, ends = token_boundaries(chunk)
                 text, offset = chunk.text, chunk.start_char
                 suffix = self._template.suffix(text)
-                for label in self._labels:
+                for label in labels:
                     key = (label, shots)
                     if key not in prefixes:
                         prefixes[key] = self._template.prompt_prefix(label, self._context(shots))
-                    request = GenerationRequest(
-                        prefixes[key], suffix, text, starts, ends, self._template.fmt, tails[label]
-                    )
+                    request = GenerationRequest(prefixes[key], suffix, text, starts, ends, fmt, tails[label])
                     prompts.requests.append(request)
                     prompts.labels.append(label)
                     prompts.offsets.append(offset)
@@ -228,7 +250,9 @@ class FewShotNERTask(LabelSet):
         """Place every generated entity, record what could not be placed, and set `doc.ents`/`doc.spans`.
 
         The answers of all labels about one chunk are placed together (`align_jointly`), so an entity string that
-        occurs twice goes where no other label's entity already is.
+        occurs twice goes where no other label's entity already is. A joint (typed) answer is placed in order like
+        one label's, and each entity takes the label written after it; one without a label of the request (its
+        label unfinished, or, unconstrained, not a task label) is reported under "untyped".
         """
         candidates: list[tuple[Span, float]] = []
         report: dict[str, list] = {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": []}
@@ -249,11 +273,20 @@ class FewShotNERTask(LabelSet):
             )
             for i, answer, alignment in zip(indices, parsed, alignments, strict=True):
                 label, generation = prompts.labels[i], response.generations[i]
+                typed = generation.fmt.typed
+                written = [(e.label or "") if typed else label for e in answer.entities]
                 for index, start, end in alignment.spans:
-                    span = doc.char_span(offset + start, offset + end, label=label)
+                    if typed and written[index] not in generation.fmt.labels:
+                        entity = answer.entities[index]
+                        untyped = {"label": entity.label, "text": entity.text, "offset": offset}
+                        report.setdefault("untyped", []).append(untyped)
+                        continue
+                    span = doc.char_span(offset + start, offset + end, label=written[index])
                     candidates.append((span, answer.entities[index].score))
                 for key, found in (("unplaced", alignment.unplaced), ("repeated", alignment.repeated)):
-                    report[key] += [{"label": label, "text": answer.entities[j].text, "offset": offset} for j in found]
+                    report[key] += [
+                        {"label": written[j], "text": answer.entities[j].text, "offset": offset} for j in found
+                    ]
                 if answer.unterminated is not None:
                     report["unterminated"].append({"label": label, "text": answer.unterminated, "offset": offset})
                 if not generation.finished:

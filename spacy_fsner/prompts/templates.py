@@ -11,11 +11,15 @@ The papers' templates (`PromptTemplate`: CLLMFS, OBP-LLM's alpaca prompt) put th
 the prefix is per label, the tail is empty, and every label pays for its own copy of the sentence.
 `SharedInputTemplate` puts the input first and asks for the label after it: the sentence is computed once and
 shared by all its labels, each of which adds only a short tail (cost that hardly grows with the number of labels).
-The model writes the entity list in the template's `ResponseFormat`.
+`JointTemplate` asks once per input for the entities of every label, each written with its type, in text order:
+the label names (and definitions) sit in the prefix, so one prompt serves every label and absent labels cost
+nothing. The model writes the entity list in the template's `ResponseFormat` (typed for the joint template).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +101,15 @@ class PromptTemplate:
         """What the model should write for `entities` (training target)."""
         return self.fmt.render(entities)
 
+    def definition_lines(self, context: PromptContext) -> str:
+        """`definition` rendered for every label of `context` that has a definition, in label order (the templates
+        that list all labels' definitions once, before the input)."""
+        return "".join(
+            self.definition.format(label=name, definition=context.definitions[name])
+            for name in context.labels
+            if context.definitions.get(name)
+        )
+
     def boilerplate(self) -> str:
         """All fixed text of the template, to train tiny tokenizers on."""
         context = PromptContext(("LABEL",), {"LABEL": "a definition"}, (("An example .", {"LABEL": ["example"]}),))
@@ -136,11 +149,7 @@ class SharedInputTemplate(PromptTemplate):
 
     def prompt_prefix(self, label: str, context: PromptContext) -> str:
         """The same for every label: header, definitions of all labels, demonstrations, start of the input block."""
-        definitions = "".join(
-            self.definition.format(label=name, definition=context.definitions[name])
-            for name in context.labels
-            if context.definitions.get(name)
-        )
+        definitions = self.definition_lines(context)
         before_text = self.input.split("{text}")[0]
         shots = "".join(
             before_text
@@ -160,6 +169,89 @@ class SharedInputTemplate(PromptTemplate):
 
     def label_offset(self, label: str, context: PromptContext) -> tuple[str, int]:
         return "tail", field_offset(self.instruction, "label", label=label)
+
+
+@dataclass(frozen=True)
+class JointTemplate(PromptTemplate):
+    """One prompt per input for all labels: `header`, `instruction` (mentions `{labels}`, the label names joined by
+    ", "), one `definition` line per defined label, the demonstrations, then `input` (the text) and `response`.
+    The response lists every entity with its type, in text order, in the typed `fmt`, e.g.
+    ` <<< Angela Merkel >>> PER; <<< Paris >>> LOC;` then `fmt.end`.
+
+    A demonstration is its input followed by its typed answer, rendered exactly as a live input and completion; it
+    shows only the entities of the context's labels (a training record may ask for a subset of the labels). The
+    prefix depends on the task (labels, definitions, demonstrations), not on the label or the input, so one KV
+    cache serves every prompt. The `label` argument of the `PromptTemplate` methods is ignored (one prompt serves
+    them all); a request's `fmt` carries the labels the constrained decoder may write (`format_for`).
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.fmt.typed:
+            raise ValueError("A JointTemplate's response format must be typed (set `label_close`, e.g. ';').")
+        if "{labels}" not in self.instruction:
+            raise ValueError(f"A JointTemplate's `instruction` must mention '{{labels}}', got {self.instruction!r}.")
+
+    def format_for(self, labels: Sequence[str]) -> ResponseFormat:
+        """The response format of a prompt that asks for `labels` (the names the decoder may write)."""
+        return dataclasses.replace(self.fmt, labels=tuple(labels))
+
+    def prompt_prefix(self, label: str | None, context: PromptContext) -> str:
+        """Header, the label list, definitions of all labels, demonstrations, start of the input block."""
+        definitions = self.definition_lines(context)
+        before_text = self.input.split("{text}")[0]
+        shots = "".join(
+            before_text + self.suffix(text) + self.completion(typed_entities(text, entities, context.labels)) + "\n"
+            for text, entities in context.examples
+        )
+        instruction = self.instruction.format(labels=", ".join(context.labels))
+        return self.header + instruction + definitions + "\n" + shots + before_text
+
+    def label_offset(self, label: str, context: PromptContext) -> tuple[str, int]:
+        """Where the label list names `label` in the prefix."""
+        if label not in context.labels:
+            raise ValueError(f"The label {label!r} is not among the prompt's labels {list(context.labels)}.")
+        joined = ", ".join(context.labels)
+        before = sum(len(name) + 2 for name in context.labels[: context.labels.index(label)])
+        return "prefix", len(self.header) + field_offset(self.instruction, "labels", labels=joined) + before
+
+    def completion(self, entities: Sequence[tuple[str, str]]) -> str:
+        """What the model should write for the (text, label) pairs `entities`, in text order (training target)."""
+        return self.fmt.render(entities)
+
+    def boilerplate(self) -> str:
+        context = PromptContext(("LABEL",), {"LABEL": "a definition"}, (("An example .", {"LABEL": ["example"]}),))
+        return "\n".join(
+            [
+                self.prompt_prefix(None, context),
+                self.suffix("Some input ."),
+                self.completion([("A", "LABEL"), ("B", "LABEL")]),
+                self.completion([]),
+            ]
+        )
+
+
+def typed_entities(text: str, entities: Mapping[str, Sequence[str]], labels: Sequence[str]) -> list[tuple[str, str]]:
+    """An annotated text's entities of `labels` as (text, label) pairs in text order.
+
+    `entities` lists each label's strings in order but not where they are: each is placed at its first occurrence
+    after the label's previous one, preferring occurrences not inside a longer word; strings not found go last."""
+    placed = []
+    for label in labels:
+        position = 0
+        for entity in entities.get(label, ()):
+            start = _find_word(text, entity, position)
+            placed.append((start if start >= 0 else len(text), len(entity), entity, label))
+            position = start + len(entity) if start >= 0 else position
+    placed.sort(key=lambda item: (item[0], item[1]))
+    return [(entity, label) for _, _, entity, label in placed]
+
+
+def _find_word(text: str, entity: str, position: int) -> int:
+    """The first occurrence of `entity` in `text` at or after `position` not inside a longer word, else the first."""
+    pattern = rf"(?<!\w){re.escape(entity)}(?!\w)" if entity else re.escape(entity)
+    match = re.compile(pattern).search(text, position)
+    return match.start() if match else text.find(entity, position)
 
 
 def field_offset(pattern: str, name: str, **values: str) -> int:
@@ -243,3 +335,26 @@ def shared_input_template_v1(
         fmt=ResponseFormat(open=" <<< ", close=" >>>", end="\n"),
         empty_answers=empty_answers,
     )
+
+
+JOINT_HEADER = (
+    "### Instruction:\nCopy from the input sentence every entity of the types listed below, in order, each as "
+    "<<< entity >>> followed by its type and a semicolon; write nothing when it has none.\n"
+)
+"""The joint template's instruction, before its list of labels."""
+
+
+@registry.misc("spacy_fsner.JointTemplate.v1")
+def joint_template_v1(
+    header: str = JOINT_HEADER,
+    instruction: str = "Types: {labels}.\n",
+    definition: str = DEFINITION_LINE,
+    input: str = INPUT_SECTION,
+    response: str = "### Entities:\n",
+) -> JointTemplate:
+    """One prompt per sentence for all labels, each entity written with its type (` <<< Paris >>> LOC;`): the label
+    names sit in the shared prefix, so absent labels cost nothing and 18 labels cost little more than 4.
+
+    Every part can be set from a config (`[components.fsner.template]`); `instruction` must mention `{labels}`."""
+    typed = ResponseFormat(open=" <<< ", close=" >>>", end="\n", label_open=" ", label_close=";")
+    return JointTemplate(header, instruction, definition, input, response, typed)

@@ -1,18 +1,23 @@
 """Preference pairs for DPO (OBP-LLM, Sec. 3.4): a prompt, a chosen answer and a rejected one.
 
-Two kinds, both about one (chunk, label) prompt exactly as the task builds it:
+Three kinds, each about one (chunk, label) prompt exactly as the task builds it (with a joint template, one prompt
+per chunk whose answers list every label's entities with their types, in text order):
 
 - "boundary": the gold answer against the same answer with one entity's start or end moved by one spaCy token
   (`boundary_shift_pairs`), to sharpen the model's sense of where an entity ends;
 - "error": the gold answer against what the stage-2 model answered on the training data, where that differs
-  (`error_feedback_pairs`), so the model unlearns its own mistakes.
+  (`error_feedback_pairs`), so the model unlearns its own mistakes;
+- "type" (joint templates only): the gold answer against the same answer with one entity given another label
+  (`wrong_type_pairs`).
 
-Answers are lists of entity texts, rendered in the template's response format. `dpo_records` encodes the prompt
-as the generator does (`encode_prompt`) and each answer as a training target (`encode_completion`).
+Answers are lists of entity texts (joint: (text, label) pairs), rendered in the template's response format.
+`dpo_records` encodes the prompt as the generator does (`encode_prompt`) and each answer as a training target
+(`encode_completion`).
 """
 
 from __future__ import annotations
 
+import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +28,8 @@ from spacy.tokens import Doc, Span
 from transformers import PreTrainedTokenizerBase
 
 from ..decoding.encoding import encode_completion, encode_prompt
-from ..pipeline.task import FewShotNERTask
-from ..ty import ResponseFormat
+from ..pipeline.task import JOINT_LABEL, FewShotNERTask
+from ..ty import GenerationRequest, ResponseFormat
 from .settings import PAIR_KINDS
 from .sft_records import GoldChunk, check_placed, entities_in, gold_chunks
 
@@ -48,11 +53,11 @@ class PreferencePair:
 
     prefix: str
     suffix: str
-    chosen: list[str]
-    """Entity texts of the preferred answer, in order (the gold one)."""
-    rejected: list[str]
+    chosen: list
+    """Entity texts of the preferred answer, in order (the gold one); (text, label) pairs for a joint prompt."""
+    rejected: list
     kind: str
-    """"boundary" or "error"."""
+    """"boundary", "error" or "type"."""
     label: str
     fmt: ResponseFormat = field(default_factory=ResponseFormat)
     """The template's response format, which renders the answers."""
@@ -75,6 +80,25 @@ class PreferencePair:
         return self.fmt.render(self.rejected)
 
 
+def _prompts(chunk: GoldChunk, joint: bool) -> Iterator[tuple[GenerationRequest, str, list[Span]]]:
+    """A chunk's prompts, each with its label and the gold entities its answer lists: one per label, or for a joint
+    task one for all labels (every entity of the chunk)."""
+    if joint:
+        yield chunk.requests[0], JOINT_LABEL, list(chunk.entities)
+        return
+    for request, label in zip(chunk.requests, chunk.labels, strict=True):
+        yield request, label, chunk.entities_of(label)
+
+
+def _item(text: str, label: str, joint: bool) -> str | tuple[str, str]:
+    """One entity of an answer: its text, or for a joint prompt (text, label)."""
+    return (text, label) if joint else text
+
+
+def _pair(request: GenerationRequest, chosen: list, rejected: list, kind: str, label: str) -> PreferencePair:
+    return PreferencePair(request.prefix, request.suffix, chosen, rejected, kind, label, request.fmt, request.tail)
+
+
 def boundary_shift_pairs(docs: Iterable[Doc], task: FewShotNERTask) -> list[PreferencePair]:
     """For every (chunk, label) with gold entities, and every such entity, up to four rejected answers: its start
     one token left or right, or its end one token left or right, the other entities unchanged.
@@ -83,33 +107,45 @@ def boundary_shift_pairs(docs: Iterable[Doc], task: FewShotNERTask) -> list[Pref
     rejected entity is one the constrained decoder could write. Shifts that leave the chunk or empty the entity
     are skipped, as is a rejected answer equal to the gold one or to an earlier rejected answer of the same
     prompt (e.g. "Ho Ho" from moving either boundary of the middle "Ho" of "Ho Ho Ho"). Pairs follow the docs,
-    chunks, the task's label order, the entities, then: start left, start right, end left, end right.
+    chunks, the task's label order, the entities, then: start left, start right, end left, end right. A joint
+    task's shifted entity keeps its label.
     """
     pairs: list[PreferencePair] = []
+    joint = task.joint
     for chunk in gold_chunks(docs, task):
-        for request, label in zip(chunk.requests, chunk.labels, strict=True):
-            entities = chunk.entities_of(label)
-            chosen = [e.text for e in entities]
+        for request, label, entities in _prompts(chunk, joint):
+            chosen = [_item(e.text, e.label_, joint) for e in entities]
             seen = {tuple(chosen)}
             for k, entity in enumerate(entities):
                 start, end = entity.start_char - chunk.offset, entity.end_char - chunk.offset
                 for a, b in _shifts(request.starts, request.ends, start, end):
-                    rejected = [*chosen[:k], request.source[a:b], *chosen[k + 1 :]]
+                    rejected = [*chosen[:k], _item(request.source[a:b], entity.label_, joint), *chosen[k + 1 :]]
                     if tuple(rejected) in seen:
                         continue
                     seen.add(tuple(rejected))
-                    pairs.append(
-                        PreferencePair(
-                            request.prefix,
-                            request.suffix,
-                            list(chosen),
-                            rejected,
-                            "boundary",
-                            label,
-                            request.fmt,
-                            request.tail,
-                        )
-                    )
+                    pairs.append(_pair(request, list(chosen), rejected, "boundary", label))
+    return pairs
+
+
+def wrong_type_pairs(
+    docs: Iterable[Doc], task: FewShotNERTask, *, per_entity: int = 1, seed: int = 0
+) -> list[PreferencePair]:
+    """For a joint task: for every gold entity, `per_entity` rejected answers (-1: one per other label) that give it
+    another of the task's labels, drawn with `random.Random(seed)`, the other entities unchanged. None for a
+    per-label task (its answers carry no label). Pairs follow the docs, chunks and entities."""
+    if not task.joint:
+        return []
+    rng = random.Random(seed)
+    pairs: list[PreferencePair] = []
+    for chunk in gold_chunks(docs, task):
+        for request, label, entities in _prompts(chunk, joint=True):
+            chosen = [(e.text, e.label_) for e in entities]
+            for k, entity in enumerate(entities):
+                others = [other for other in task.labels if other != entity.label_]
+                count = len(others) if per_entity == -1 else min(per_entity, len(others))
+                for other in rng.sample(others, count):
+                    rejected = [*chosen[:k], (entity.text, other), *chosen[k + 1 :]]
+                    pairs.append(_pair(request, list(chosen), rejected, "type", label))
     return pairs
 
 
@@ -141,7 +177,8 @@ def error_feedback_pairs(
     `predicted_docs` are the same texts, in the same order, as the stage-2 model annotated them. Its entities are
     read from `doc.ents`, or from `doc.spans[spans_key]` (e.g. "fsner": every answer of the model before
     conflicts across labels were resolved, closer to what it wrote per prompt). Predicted entities of labels the
-    task does not know are ignored (e.g. entities the component kept); chunks are the gold docs'.
+    task does not know are ignored (e.g. entities the component kept); chunks are the gold docs'. For a joint task
+    the answers compared are every label's entities of the chunk with their types, in text order.
     """
     gold_docs, predicted_docs = list(gold_docs), list(predicted_docs)
     if len(gold_docs) != len(predicted_docs):
@@ -161,20 +198,17 @@ def error_feedback_pairs(
     for chunk in gold_chunks(gold_docs, task):
         chunks_of_doc.setdefault(chunk.doc_index, []).append(chunk)
     pairs: list[PreferencePair] = []
+    joint = task.joint
     for doc_index, predicted in enumerate(predictions):
         chunks = chunks_of_doc.get(doc_index, [])
         check_placed(doc_index, predicted, [(c.offset, c.offset + len(c.text)) for c in chunks], "predicted")
         for chunk in chunks:
             inside = entities_in(predicted, chunk.offset, chunk.offset + len(chunk.text))
-            for request, label in zip(chunk.requests, chunk.labels, strict=True):
-                chosen = [e.text for e in chunk.entities_of(label)]
-                rejected = [e.text for e in inside if e.label_ == label]
+            for request, label, entities in _prompts(chunk, joint):
+                chosen = [_item(e.text, e.label_, joint) for e in entities]
+                rejected = [_item(e.text, e.label_, joint) for e in inside if joint or e.label_ == label]
                 if chosen != rejected:
-                    pairs.append(
-                        PreferencePair(
-                            request.prefix, request.suffix, chosen, rejected, "error", label, request.fmt, request.tail
-                        )
-                    )
+                    pairs.append(_pair(request, chosen, rejected, "error", label))
     return pairs
 
 

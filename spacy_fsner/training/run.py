@@ -224,11 +224,15 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     from ..evaluation.protocols import predict
     from .dpo_config import PreferenceDPOConfig
     from .dpo_trainer import build_dpo_trainer
-    from .preference_pairs import boundary_shift_pairs, dpo_dataset, error_feedback_pairs
+    from .preference_pairs import boundary_shift_pairs, dpo_dataset, error_feedback_pairs, wrong_type_pairs
 
     task = nlp.get_pipe("fsner").task
     pairs = boundary_shift_pairs(docs, task) if "boundary" in settings.dpo.pairs else []
     counts = {"boundary_pairs": len(pairs), "error_pairs": 0}
+    if "type" in settings.dpo.pairs and task.joint:
+        typed = wrong_type_pairs(docs, task, seed=settings.seed)
+        pairs += typed
+        counts["type_pairs"] = len(typed)
     if "error" in settings.dpo.pairs:
         gold = docs[: settings.dpo.feedback_docs or None]
         model.eval()  # no LoRA dropout while predicting; the trainer switches back to train mode

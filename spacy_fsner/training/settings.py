@@ -17,8 +17,9 @@ TRAINING_STAGES = ("sft", "dpo")
 """sft: next-token loss on the answers plus the configured contrastive objectives (none for source-domain
 training); dpo: preference pairs (boundary shifts, error feedback) with the SFT term mixed in."""
 
-PAIR_KINDS = ("boundary", "error")
-"""Kinds of preference pairs: boundary shifts of gold entities, and the current pipeline's errors."""
+PAIR_KINDS = ("boundary", "error", "type")
+"""Kinds of preference pairs: boundary shifts of gold entities, the current pipeline's errors, and (joint templates
+only; none for the others) gold entities given a wrong type."""
 
 
 @dataclass

@@ -20,6 +20,12 @@ the contract with the trainer:
   of a template that asks for the label after the input): the attention anchor of OBP-LLM's contrastive loss.
 - `entity_spans`: `[start, end)` token positions of each gold entity of this record's label, in order.
 - `label`: the record's label.
+
+A joint task (`JointTemplate`) gives one record per chunk instead: its prompt lists the chunk's present labels
+plus a random subset of the absent ones, in a shuffled order (so that the model reads the label list rather than
+learning its positions), the completion lists the gold entities of every label in text order with their types,
+`label_positions` covers the names of every present label in that list, `entity_spans` every gold entity of the
+chunk, and `label` is `JOINT_LABEL` ("").
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from spacy.tokens import Doc, Span
 from transformers import PreTrainedTokenizerBase
 
 from ..decoding.encoding import encode_completion, encode_prompt
-from ..pipeline.task import FewShotNERTask
+from ..pipeline.task import JOINT_LABEL, FewShotNERTask
+from ..prompts.templates import PromptContext
 from ..ty import GenerationRequest
 
 SFT_FEATURES = Features(
@@ -188,6 +195,8 @@ def sft_records(
         raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
     encoder = _OffsetEncoder(tokenizer)
     rng = random.Random(seed)
+    if task.joint:
+        return _joint_records(list(docs), task, tokenizer, encoder, rng, absent_labels, max_length)
     label_offsets: dict[str, tuple[str, int]] = {}
     context = task.prompt_context
     records: list[dict[str, Any]] = []
@@ -201,73 +210,130 @@ def sft_records(
                 continue
             if label not in label_offsets:
                 label_offsets[label] = task.template.label_offset(label, context)
-            record = _record(chunk, request, label, label_offsets[label], task, tokenizer, encoder)
-            if max_length is not None and len(record["input_ids"]) > max_length:
-                raise ValueError(
-                    f"The record for doc {chunk.doc_index}, label {label!r}, chunk at char {chunk.offset} "
-                    f"({chunk.text[:40]!r}...) has {len(record['input_ids'])} tokens, more than max_length "
-                    f"{max_length}; it is not truncated. Raise `max_length`, lower the task's `max_chunk_tokens`, or "
-                    "use fewer or shorter demonstrations."
-                )
-            records.append(record)
+            answer = chunk.entities_of(label)
+            completion = task.template.completion([e.text for e in answer])
+            places = [(label, label_offsets[label])]
+            record = _Record(chunk, request.prefix, request, places, answer, completion, label, task.labels)
+            _add_record(record, chunk, label, max_length, tokenizer, encoder, records)
     return records
 
 
-def _record(
-    chunk: GoldChunk,
-    request: GenerationRequest,
-    label: str,
-    label_offset: tuple[str, int],
+def _joint_records(
+    docs: list[Doc],
     task: FewShotNERTask,
     tokenizer: PreTrainedTokenizerBase,
     encoder: _OffsetEncoder,
-) -> dict[str, Any]:
-    prefix_ids, suffix_ids, tail_ids = encode_prompt(tokenizer, request.prefix, request.suffix, request.tail)
-    suffix_offsets = encoder.offsets(request.suffix, suffix_ids, special_tokens=False)
-    part, offset = label_offset
-    text, ids, start = (
-        (request.prefix, prefix_ids, 0)
-        if part == "prefix"
-        else (request.tail, tail_ids, len(prefix_ids) + len(suffix_ids))
-    )
-    if text[offset : offset + len(label)] != label:
-        raise RuntimeError(f"The template's label_offset disagrees with its prompt for label {label!r}.")
-    part_offsets = encoder.offsets(text, ids, special_tokens=part == "prefix")
-    label_positions = [
-        start + i for i, (s, e) in enumerate(part_offsets) if overlaps(s, e, offset, offset + len(label))
-    ]
-    answer = chunk.entities_of(label)
-    completion_ids = encode_completion(tokenizer, task.template.completion([e.text for e in answer]))
+    rng: random.Random,
+    absent_labels: int,
+    max_length: int | None,
+) -> list[dict[str, Any]]:
+    """One record per chunk of a joint task: the present labels and a random number (0 to `absent_labels`; -1: to
+    all) of the absent ones, shuffled; at least one label. The demonstrations are the chunk's, as the task
+    renders them (showing only the record's labels)."""
+    contexts = [context for doc_contexts in task.chunk_contexts(docs) for context in doc_contexts]
+    records: list[dict[str, Any]] = []
+    for chunk, context in zip(gold_chunks(docs, task), contexts, strict=True):
+        present = [label for label in task.labels if chunk.entities_of(label)]
+        absent = [label for label in task.labels if label not in present]
+        cap = len(absent) if absent_labels == -1 else min(absent_labels, len(absent))
+        shown = present + rng.sample(absent, rng.randint(0, cap))
+        if not shown:
+            shown = [rng.choice(absent)]
+        rng.shuffle(shown)
+        shown_context = PromptContext(tuple(shown), context.definitions, context.examples)
+        prefix = task.template.prompt_prefix(JOINT_LABEL, shown_context)
+        places = [(label, task.template.label_offset(label, shown_context)) for label in present]
+        completion = task.template.completion([(e.text, e.label_) for e in chunk.entities])
+        entities = list(chunk.entities)
+        record = _Record(chunk, prefix, chunk.requests[0], places, entities, completion, JOINT_LABEL, task.labels)
+        _add_record(record, chunk, JOINT_LABEL, max_length, tokenizer, encoder, records)
+    return records
 
-    # char ranges relative to the chunk's text, which starts the suffix
-    typed = [
-        (e.start_char - chunk.offset, e.end_char - chunk.offset, 1 + task.labels.index(e.label_))
-        for e in chunk.entities
-    ]
-    suffix_types = []
-    for s, e in suffix_offsets:
-        if not overlaps(s, e, 0, len(chunk.text)):
-            suffix_types.append(-1)
-        else:
-            suffix_types.append(next((kind for a, b, kind in typed if overlaps(s, e, a, b)), 0))
 
-    entity_spans = []
-    for entity in answer:
-        a, b = entity.start_char - chunk.offset, entity.end_char - chunk.offset
-        inside = [i for i, (s, e) in enumerate(suffix_offsets) if overlaps(s, e, a, b)]
-        if not inside:
-            raise RuntimeError(f"No token of the suffix covers the entity {entity.text!r} (chars {a}-{b}).")
-        entity_spans.append([len(prefix_ids) + inside[0], len(prefix_ids) + inside[-1] + 1])
+def _add_record(
+    record: _Record,
+    chunk: GoldChunk,
+    label: str,
+    max_length: int | None,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: _OffsetEncoder,
+    records: list[dict[str, Any]],
+) -> None:
+    """Encode `record` and append it to `records`; a ValueError when it is longer than `max_length` (nothing is
+    truncated)."""
+    encoded = record.encode(tokenizer, encoder)
+    if max_length is not None and len(encoded["input_ids"]) > max_length:
+        raise ValueError(
+            f"The record for doc {chunk.doc_index}, label {label!r}, chunk at char {chunk.offset} "
+            f"({chunk.text[:40]!r}...) has {len(encoded['input_ids'])} tokens, more than max_length "
+            f"{max_length}; it is not truncated. Raise `max_length`, lower the task's `max_chunk_tokens`, or "
+            "use fewer or shorter demonstrations."
+        )
+    records.append(encoded)
 
-    prompt_length = len(prefix_ids) + len(suffix_ids) + len(tail_ids)
-    return {
-        "input_ids": prefix_ids + suffix_ids + tail_ids + completion_ids,
-        "completion_mask": [0] * prompt_length + [1] * len(completion_ids),
-        "token_types": [-1] * len(prefix_ids) + suffix_types + [-1] * (len(tail_ids) + len(completion_ids)),
-        "label_positions": label_positions,
-        "entity_spans": entity_spans,
-        "label": label,
-    }
+
+@dataclass(frozen=True)
+class _Record:
+    """What one record is about, before encoding: the prompt's parts, where it names its labels (label, (part,
+    char offset)), the gold entities of its answer and the completion text."""
+
+    chunk: GoldChunk
+    prefix: str
+    request: GenerationRequest
+    places: list[tuple[str, tuple[str, int]]]
+    answer: list[Span]
+    completion: str
+    label: str
+    labels: tuple[str, ...]
+
+    def encode(self, tokenizer: PreTrainedTokenizerBase, encoder: _OffsetEncoder) -> dict[str, Any]:
+        chunk, request = self.chunk, self.request
+        prefix_ids, suffix_ids, tail_ids = encode_prompt(tokenizer, self.prefix, request.suffix, request.tail)
+        suffix_offsets = encoder.offsets(request.suffix, suffix_ids, special_tokens=False)
+        label_positions: list[int] = []
+        for label, (part, offset) in self.places:
+            text, ids, start = (
+                (self.prefix, prefix_ids, 0)
+                if part == "prefix"
+                else (request.tail, tail_ids, len(prefix_ids) + len(suffix_ids))
+            )
+            if text[offset : offset + len(label)] != label:
+                raise RuntimeError(f"The template's label_offset disagrees with its prompt for label {label!r}.")
+            part_offsets = encoder.offsets(text, ids, special_tokens=part == "prefix")
+            label_positions += [
+                start + i for i, (s, e) in enumerate(part_offsets) if overlaps(s, e, offset, offset + len(label))
+            ]
+        completion_ids = encode_completion(tokenizer, self.completion)
+
+        # char ranges relative to the chunk's text, which starts the suffix
+        typed = [
+            (e.start_char - chunk.offset, e.end_char - chunk.offset, 1 + self.labels.index(e.label_))
+            for e in chunk.entities
+        ]
+        suffix_types = []
+        for s, e in suffix_offsets:
+            if not overlaps(s, e, 0, len(chunk.text)):
+                suffix_types.append(-1)
+            else:
+                suffix_types.append(next((kind for a, b, kind in typed if overlaps(s, e, a, b)), 0))
+
+        entity_spans = []
+        for entity in self.answer:
+            a, b = entity.start_char - chunk.offset, entity.end_char - chunk.offset
+            inside = [i for i, (s, e) in enumerate(suffix_offsets) if overlaps(s, e, a, b)]
+            if not inside:
+                raise RuntimeError(f"No token of the suffix covers the entity {entity.text!r} (chars {a}-{b}).")
+            entity_spans.append([len(prefix_ids) + inside[0], len(prefix_ids) + inside[-1] + 1])
+
+        prompt_length = len(prefix_ids) + len(suffix_ids) + len(tail_ids)
+        return {
+            "input_ids": prefix_ids + suffix_ids + tail_ids + completion_ids,
+            "completion_mask": [0] * prompt_length + [1] * len(completion_ids),
+            "token_types": [-1] * len(prefix_ids) + suffix_types + [-1] * (len(tail_ids) + len(completion_ids)),
+            "label_positions": label_positions,
+            "entity_spans": entity_spans,
+            "label": self.label,
+        }
 
 
 def sft_dataset(records: Sequence[dict[str, Any]]) -> Dataset:

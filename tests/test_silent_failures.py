@@ -116,3 +116,70 @@ def test_conll_column_count_error_names_an_option_that_exists(tmp_path):
     code, output = convert(path, tmp_path / "out.spacy", "--format", "conll", "--columns", "5")
     assert code == 0, output
     assert "wrote 1 docs with 1 entities" in output
+
+
+# --- 5: labels with whitespace inside, max_steps 0 ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("labels", ["PER LOC", ["PER LOC"], "PER LOC,ORG"])
+def test_labels_with_whitespace_inside_say_how_to_list_them(labels):
+    from spacy_fsner.pipeline.task import label_setting
+
+    with pytest.raises(ValueError, match=r"labels with whitespace inside: .*\['PER', 'LOC'\].*'PER,LOC'"):
+        label_setting(labels)
+
+
+@pytest.mark.parametrize("max_steps", [0, -2])
+def test_max_steps_zero_is_an_error(max_steps):
+    from spacy_fsner.training.settings import TrainSettings
+
+    with pytest.raises(ValueError, match=rf"max_steps = {max_steps}: use -1 to train for `epochs`, or .* >= 1"):
+        TrainSettings.from_config({"max_steps": max_steps})
+    assert TrainSettings.from_config({"max_steps": 1}).max_steps == 1
+
+
+# --- 7: an adapter trained for another base model ----------------------------------------------------------------
+
+
+def _adapter(base_dir, out):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=2, target_modules=["q_proj"])
+    ).save_pretrained(out)
+    return out
+
+
+def _nlp(model_dir, **settings):
+    import spacy
+    from conftest import fsner_config
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("fsner", config=fsner_config(model_dir, **settings))
+    return nlp
+
+
+def test_adapter_for_a_base_model_at_another_path_warns(tiny_model_dir, tmp_path, fsner_log):
+    import shutil
+
+    adapter = _adapter(tiny_model_dir, tmp_path / "adapter")
+    same_shape = shutil.copytree(tiny_model_dir, tmp_path / "other-base")
+    _nlp(same_shape, adapter=str(adapter))("Angela Merkel visited Paris.")
+    warnings = [r.getMessage() for r in fsner_log.records if r.levelname == "WARNING"]
+    assert any(str(tiny_model_dir) in m and str(same_shape) in m and "was trained on" in m for m in warnings)
+
+
+def test_adapter_for_the_same_base_model_spelled_otherwise_does_not_warn(tiny_model_dir, tmp_path, fsner_log):
+    adapter = _adapter(tiny_model_dir, tmp_path / "adapter")
+    spelled = tiny_model_dir.parent / ".." / tiny_model_dir.parent.name / tiny_model_dir.name
+    _nlp(spelled, adapter=str(adapter))("Angela Merkel visited Paris.")
+    assert not [r for r in fsner_log.records if "was trained on" in r.getMessage()]
+
+
+# --- 11: a device that is not one ---------------------------------------------------------------------------------
+
+
+def test_device_gpu_names_the_devices_there_are(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"device 'gpu' is not a device: use 'cuda', 'cuda:N' .*'cpu' or 'auto'"):
+        _nlp(tiny_model_dir, device="gpu")

@@ -49,6 +49,12 @@ def label_setting(
     blank = [label for label in labels if not isinstance(label, str) or not label.strip()]
     if blank:
         raise ValueError(f"`labels` contains empty or non-string labels {blank!r}: remove them.")
+    spaced = [label for label in labels if len(label.split()) > 1]
+    if spaced:
+        raise ValueError(
+            f"`labels` contains {spaced!r}, labels with whitespace inside: list the labels separately, as a list "
+            "(labels=['PER', 'LOC']) or one comma-separated string ('PER,LOC')."
+        )
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ValueError(f"`labels` lists {duplicates} more than once: list each label once.")

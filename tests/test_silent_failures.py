@@ -2,6 +2,7 @@
 error naming the problem and the fix, or a warning; one test per row of its table."""
 
 import codecs
+from pathlib import Path
 
 import pytest
 from spacy.vocab import Vocab
@@ -183,3 +184,72 @@ def test_adapter_for_the_same_base_model_spelled_otherwise_does_not_warn(tiny_mo
 def test_device_gpu_names_the_devices_there_are(tiny_model_dir):
     with pytest.raises(ValueError, match=r"device 'gpu' is not a device: use 'cuda', 'cuda:N' .*'cpu' or 'auto'"):
         _nlp(tiny_model_dir, device="gpu")
+
+
+# --- 1 and 11: training labels without entities, corpora without docs ---------------------------------------------
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "obp.cfg"
+
+
+def _corpus(tmp_path, docs):
+    from spacy.tokens import DocBin
+
+    path = tmp_path / "train.spacy"
+    DocBin(docs=docs).to_disk(path)
+    return path
+
+
+def _gold(vocab, words, ents):
+    from spacy.tokens import Doc, Span
+
+    doc = Doc(vocab, words=words)
+    doc.ents = [Span(doc, start, end, label) for start, end, label in ents]
+    return doc
+
+
+def _train(tmp_path, model_dir, corpus, **overrides):
+    args = ["train", str(CONFIG), "--output", str(tmp_path / "out"), "--paths.base_model", str(model_dir)]
+    args += ["--paths.train", str(corpus), "--train.max_steps", "1", "--train.threads", "1"]
+    for key, value in overrides.items():
+        args += [f"--{key}", value]
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.output
+
+
+def test_training_labels_without_entities_in_the_corpus_name_both_label_sets(tmp_path, tiny_model_dir):
+    vocab = Vocab()
+    corpus = _corpus(tmp_path, [_gold(vocab, ["Aspirin", "cures", "flu"], [(0, 1, "DRUG"), (2, 3, "DISEASE")])])
+    code, output = _train(tmp_path, tiny_model_dir, corpus, **{"components.fsner.labels": "PER,ORG"})
+    assert code == 1
+    assert "None of the labels ['PER', 'ORG'] has an entity" in output and "['DISEASE', 'DRUG']" in output
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_training_corpus_without_entities_is_an_error(tmp_path, tiny_model_dir):
+    corpus = _corpus(tmp_path, [_gold(Vocab(), ["Aspirin", "cures", "flu"], [])])
+    code, output = _train(tmp_path, tiny_model_dir, corpus)
+    assert code == 1
+    assert "has 1 docs but no entities" in output
+
+
+def test_training_labels_partly_without_entities_warn(tmp_path, tiny_model_dir, fsner_log):
+    from spacy_fsner.training.run import check_label_coverage
+
+    check_label_coverage(("DRUG", "PER"), ["DISEASE", "DRUG"], "train.spacy")
+    assert "The labels ['PER'] have no entity in the training corpus train.spacy" in fsner_log.text
+
+
+def test_empty_docbin_says_the_corpus_has_no_docs(tmp_path, tiny_model_dir):
+    corpus = _corpus(tmp_path, [])
+    code, output = _train(tmp_path, tiny_model_dir, corpus)
+    assert code == 1
+    assert f"The corpus {corpus} has no docs" in output and "`labels` is empty" not in output
+
+
+# --- 11: adapt() with strings --------------------------------------------------------------------------------------
+
+
+def test_adapt_with_strings_says_it_takes_docs(tiny_model_dir):
+    nlp = _nlp(tiny_model_dir)
+    with pytest.raises(TypeError, match=r"adapt takes spaCy Docs with gold entities .*nlp\.make_doc.*reference"):
+        nlp.get_pipe("fsner").adapt(["Angela Merkel visited Paris."], labels=["PER"])

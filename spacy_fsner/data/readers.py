@@ -103,7 +103,10 @@ def read_corpus(
         docs: Iterable[Doc] = DocBin().from_disk(data).get_docs(nlp.vocab)
     else:
         docs = read_docs(data, nlp.vocab, format=data_format, scheme=scheme, include_support=include_support)
-    return list(islice(docs, limit or None))
+    result = list(islice(docs, limit or None))
+    if not result:
+        raise ValueError(f"The corpus {data} has no docs: check the file (an empty DocBin?) and its path.")
+    return result
 
 
 def _episode_docs(episodes: Iterable[Episode], include_support: bool) -> Iterator[Doc]:

@@ -21,7 +21,7 @@ from ..prompts.templates import PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import Retriever
 from ..ty import DocGenerations, DocPrompts
-from .adaptation import Adaptation, InContextAdaptation
+from .adaptation import Adaptation, InContextAdaptation, check_support_docs
 from .batched import BatchedPipe
 from .task import REPORT_KEY, FewShotNERTask, label_setting
 
@@ -145,6 +145,7 @@ class FewShotNER(BatchedPipe):
     ) -> None:
         """Adapt to a few-shot episode: its labels, then its support docs as the `adaptation` setting says (in-prompt
         demonstrations by default; `spacy_fsner.FineTuneAdaptation.v1`: a LoRA adapter trained on them)."""
+        check_support_docs(support)
         if labels is not None:
             self.task.set_labels(labels, label_definitions)
         self.adaptation(self, support)

@@ -77,6 +77,23 @@ def restrict_labels(docs: list[Doc], labels: tuple[str, ...]) -> list[Doc]:
     return restricted
 
 
+def check_label_coverage(asked: tuple[str, ...], corpus_labels: list[str], train_path: str | Path) -> None:
+    """An error when none of the component's labels has an entity in the corpus (the model would learn to answer
+    nothing), a warning for each label without one."""
+    missing = [label for label in asked if label not in corpus_labels]
+    if len(missing) == len(asked):
+        raise ValueError(
+            f"None of the labels {list(asked)} has an entity in the training corpus {train_path}, whose entity types "
+            f"are {corpus_labels}: set `components.fsner.labels` to some of the corpus's types (or to '' for all of "
+            "them), or train on a corpus with these types."
+        )
+    if missing:
+        logger.warning(
+            f"The labels {missing} have no entity in the training corpus {train_path} (its types: {corpus_labels}): "
+            "the model learns to answer nothing for them."
+        )
+
+
 def build_pipeline(config: Config, docs_labels: list[str]) -> Language:
     """The pipeline of the config (labels from the corpus when the component lists none)."""
     config = Config(config).interpolate()
@@ -124,8 +141,14 @@ def prepare_stage(config_path: str | Path, overrides: dict[str, Any] | None = No
         raise ValueError("No training corpus: set [paths] train in the config or pass --paths.train FILE.")
     docs = read_training_docs(train_path, English())
     labels = sorted({e.label_ for doc in docs for e in doc.ents})
+    if not labels:
+        raise ValueError(
+            f"The training corpus {train_path} has {len(docs)} docs but no entities: the model would learn to "
+            "answer nothing. Train on a corpus with gold entities (check its tag scheme and format)."
+        )
     nlp = build_pipeline(config, labels)
     component = nlp.get_pipe("fsner")
+    check_label_coverage(component.labels, labels, train_path)
     docs = restrict_labels(docs, component.labels)
     model = _trainable_model(component.model, settings.lora)
     # the component generates (error feedback) and embeds (retrieval) with the model being trained: no second copy

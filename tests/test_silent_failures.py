@@ -253,3 +253,40 @@ def test_adapt_with_strings_says_it_takes_docs(tiny_model_dir):
     nlp = _nlp(tiny_model_dir)
     with pytest.raises(TypeError, match=r"adapt takes spaCy Docs with gold entities .*nlp\.make_doc.*reference"):
         nlp.get_pipe("fsner").adapt(["Angela Merkel visited Paris."], labels=["PER"])
+
+
+# --- 8: the CLI prints `error: ...`, not a traceback -----------------------------------------------------------------
+
+
+def test_train_with_a_hub_model_offline_prints_one_error_line(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    vocab = Vocab()
+    corpus = _corpus(tmp_path, [_gold(vocab, ["Angela", "Merkel", "spoke"], [(0, 2, "PER")])])
+    code, output = _train(tmp_path, "meta-llama/Llama-3.1-8B", corpus)
+    assert code == 1
+    assert output.startswith("error: Could not load 'meta-llama/Llama-3.1-8B'")
+    assert "Traceback" not in output and len(output.splitlines()) <= 3
+
+
+def test_train_continuing_an_adapter_of_another_shape_prints_one_error_line(tmp_path, tiny_model_dir):
+    from spacy_fsner.models.tiny import TinyModelSpec, build_tiny_model, tokenizer_texts
+
+    other = build_tiny_model(tmp_path / "other", tokenizer_texts(None), TinyModelSpec(hidden_size=48, num_heads=4))
+    adapter = _adapter(other, tmp_path / "adapter")
+    corpus = _corpus(tmp_path, [_gold(Vocab(), ["Angela", "Merkel", "spoke"], [(0, 2, "PER")])])
+    code, output = _train(tmp_path, tiny_model_dir, corpus, **{"paths.adapter": str(adapter)})
+    assert code == 1
+    assert f"error: The LoRA adapter at '{adapter}' does not fit the base model" in output
+    assert "Traceback" not in output and output.count("size mismatch") <= 1
+
+
+@pytest.mark.parametrize("content", ["not json at all", "[1, 2]", '{"results": {}}'])
+def test_compare_on_a_file_that_is_not_a_results_file_prints_one_error_line(tmp_path, content):
+    path = write(tmp_path, "notes.json", content)
+    result = CliRunner().invoke(app, ["compare", str(path)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "notes" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

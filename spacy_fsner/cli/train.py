@@ -22,12 +22,13 @@ def train_command(
     overrides as --section.key value (e.g. --paths.train corpus/train.spacy --paths.base_model models/smollm2)."""
     from spacy.cli._util import parse_config_overrides
 
+    from ..models.fetch import FetchError
     from ..training.run import run_training
 
     try:
         overrides = parse_config_overrides(ctx.args)
         pipeline = run_training(config, output, overrides)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, FetchError) as error:  # OSError: a model or file that cannot be loaded or found
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"trained pipeline: {pipeline} (metrics: {output / 'metrics.json'})")

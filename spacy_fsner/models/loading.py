@@ -109,8 +109,11 @@ def load_base_model(
     return model.to(device).eval()
 
 
-def attach_adapter(model: PreTrainedModel, adapter: str | Path, base_name: str) -> PreTrainedModel:
-    """Wrap `model` with the LoRA adapter saved at `adapter`; a clear error when it does not fit."""
+def attach_adapter(
+    model: PreTrainedModel, adapter: str | Path, base_name: str, trainable: bool = False
+) -> PreTrainedModel:
+    """Wrap `model` with the LoRA adapter saved at `adapter` (in eval mode unless `trainable`: training continues
+    it); a clear error when it does not fit."""
     from peft import PeftModel
 
     path = Path(adapter)
@@ -130,7 +133,8 @@ def attach_adapter(model: PreTrainedModel, adapter: str | Path, base_name: str) 
             base_name,
         )
     try:
-        return PeftModel.from_pretrained(model, str(path), is_trainable=False).eval()
+        wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+        return wrapped if trainable else wrapped.eval()
     except (RuntimeError, ValueError, KeyError) as error:
         raise ValueError(
             f"The LoRA adapter at '{adapter}' does not fit the base model '{base_name}' (it was trained on "

@@ -30,7 +30,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import load_model_from_config, registry
 
 from ..log import logger
-from ..models.loading import load_base_model, load_tokenizer, model_location
+from ..models.loading import attach_adapter, load_base_model, load_tokenizer, model_location
 from ..retrieval.retrievers import Retriever
 from .checkpoints import resume_point, run_identity
 from .settings import LoraSettings, TrainSettings
@@ -201,7 +201,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
 
 def _trainable_model(causal_lm, lora: LoraSettings):
     """The base model in float32 with a trainable LoRA adapter: the configured adapter continued, else a new one."""
-    from peft import PeftModel, get_peft_model
+    from peft import get_peft_model
 
     base = load_base_model(
         model_location(causal_lm.name),
@@ -212,7 +212,7 @@ def _trainable_model(causal_lm, lora: LoraSettings):
         causal_lm.name,
     ).train()
     if causal_lm.adapter is not None:
-        return PeftModel.from_pretrained(base, causal_lm.adapter, is_trainable=True)
+        return attach_adapter(base, causal_lm.adapter, causal_lm.name, trainable=True)
     return get_peft_model(base, lora.peft_config())
 
 

@@ -290,3 +290,37 @@ def test_compare_on_a_file_that_is_not_a_results_file_prints_one_error_line(tmp_
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "notes" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# --- 2: evaluate with a pipeline whose labels are not the gold data's ------------------------------------------------
+
+
+def _scripted(labels):
+    import spacy
+
+    nlp = spacy.blank("en")
+    model = {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": {}}
+    nlp.add_pipe("fsner", config={"labels": labels, "model": model})
+    return nlp
+
+
+@pytest.mark.parametrize(
+    "labels, warned", [(["PER", "LOC"], "none of them in common"), (["DRUG", "PER"], "only ['DRUG'] in common")]
+)
+def test_evaluate_with_labels_that_differ_from_the_gold_types_warns(tmp_path, fsner_log, labels, warned):
+    from spacy_fsner.evaluation.protocols import evaluate
+
+    gold = _gold(Vocab(), ["Aspirin", "cures", "flu"], [(0, 1, "DRUG"), (2, 3, "DISEASE")])
+    evaluate(_scripted(labels), _corpus(tmp_path, [gold]), resamples=0)
+    warnings = [r.getMessage() for r in fsner_log.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert f"The pipeline's labels {sorted(labels)} differ from the entity types" in warnings[0]
+    assert "['DISEASE', 'DRUG']" in warnings[0] and warned in warnings[0]
+
+
+def test_evaluate_with_the_gold_types_does_not_warn(tmp_path, fsner_log):
+    from spacy_fsner.evaluation.protocols import evaluate
+
+    gold = _gold(Vocab(), ["Aspirin", "cures", "flu"], [(0, 1, "DRUG"), (2, 3, "DISEASE")])
+    evaluate(_scripted(["DISEASE", "DRUG"]), _corpus(tmp_path, [gold]), resamples=0)
+    assert not [r for r in fsner_log.records if r.levelname == "WARNING"]

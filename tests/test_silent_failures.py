@@ -324,3 +324,24 @@ def test_evaluate_with_the_gold_types_does_not_warn(tmp_path, fsner_log):
     gold = _gold(Vocab(), ["Aspirin", "cures", "flu"], [(0, 1, "DRUG"), (2, 3, "DISEASE")])
     evaluate(_scripted(["DISEASE", "DRUG"]), _corpus(tmp_path, [gold]), resamples=0)
     assert not [r for r in fsner_log.records if r.levelname == "WARNING"]
+
+
+# --- 13: the CLI help names the shipped configs and the models it fetches -------------------------------------------
+
+
+def test_train_help_lists_the_shipped_training_configs():
+    result = CliRunner().invoke(app, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "Training config (pipeline + [train])" in result.output
+    shipped = sorted(p.name for p in CONFIG.parent.glob("*.cfg") if "[train]" in p.read_text().splitlines())
+    assert len(shipped) >= 4
+    for name in shipped:
+        assert f"configs/{name}: " in result.output
+
+
+def test_fetch_model_help_lists_every_name_it_accepts():
+    from spacy_fsner.models.fetch import SOURCES
+
+    result = CliRunner().invoke(app, ["fetch-model", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert all(name in result.output for name in SOURCES)

@@ -1,14 +1,37 @@
+import re
 from pathlib import Path
 
 import typer
 
 from ._app import app
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+
+def shipped_configs(directory: Path = CONFIGS) -> str:
+    """The shipped training configs (those with a [train] section) for `train --help`, one line each: the file and
+    the start of its first comment line."""
+    lines = []
+    for path in sorted(directory.glob("*.cfg")):
+        text = path.read_text(encoding="utf-8").splitlines()
+        if "[train]" not in text:
+            continue
+        first = next((line for line in text if line.startswith("#")), "#")
+        summary = re.split(r"\. |; | \(", first.lstrip("# "))[0].rstrip(".,")
+        lines.append(f"configs/{path.name}: {summary}".replace("[", "\\["))
+    return "Shipped configs:\n\n" + "\n\n".join(lines) if lines else ""
+
+
+@app.command(
+    "train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=shipped_configs(),
+)
 def train_command(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training config (pipeline + [train])."),
+    config: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="Training config (pipeline + \\[train]), e.g. configs/obp.cfg."
+    ),
     output: Path = typer.Option(
         ...,
         "--output",

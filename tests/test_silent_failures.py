@@ -345,3 +345,92 @@ def test_fetch_model_help_lists_every_name_it_accepts():
     result = CliRunner().invoke(app, ["fetch-model", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert all(name in result.output for name in SOURCES)
+
+
+# --- 12: noise a user cannot act on ---------------------------------------------------------------------------------
+
+
+def test_losses_of_many_docs_are_one_warning_per_pipe_call():
+    import warnings
+
+    import spacy
+
+    texts = [f"Ann met Bob {i}" for i in range(5)]
+    nlp = spacy.blank("en")
+    answers = {f"PER|{text}": [["Carl", -1.0]] for text in texts[:3]}
+    nlp.add_pipe(
+        "fsner",
+        config={"labels": ["PER"], "model": {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": answers}},
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        docs = list(nlp.pipe(texts, batch_size=2))
+    messages = [str(w.message) for w in caught if "fsner:" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "{'unplaced': 3} in 3 docs (the first, starting 'Ann met Bob 0'" in messages[0]
+    assert [len(doc.user_data["fsner"]["unplaced"]) for doc in docs] == [1, 1, 1, 0, 0]
+
+
+def test_decoding_raises_no_deprecation_warning_about_the_cache_argument(tiny_model_dir):
+    import warnings
+
+    nlp = _nlp(tiny_model_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nlp("Angela Merkel visited Paris.")
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
+# --- 9: a token longer than the model's positions -------------------------------------------------------------------
+
+
+def test_a_token_too_long_for_the_model_is_reported_and_the_batch_goes_on(tiny_model_dir, caplog):
+    import logging
+    import warnings
+
+    nlp = _nlp(tiny_model_dir)
+    texts = ["Angela Merkel visited Paris.", "x" * 5000, "Bob lives in Rome."]
+    transformers_logger = logging.getLogger("transformers")  # it does not propagate: listen to it directly
+    transformers_logger.addHandler(caplog.handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            docs = list(nlp.pipe(texts, batch_size=8))
+    finally:
+        transformers_logger.removeHandler(caplog.handler)
+    assert [doc.text for doc in docs] == texts
+    report = docs[1].user_data["fsner"]
+    assert [item["label"] for item in report["too_long"]] == ["PER", "LOC"] and report["unfinished"] == []
+    assert list(docs[1].ents) == []
+    assert docs[0].user_data["fsner"]["too_long"] == docs[2].user_data["fsner"]["too_long"] == []
+    messages = [str(w.message) for w in caught if "fsner:" in str(w.message)]
+    assert len(messages) == 1 and "'too_long': 2" in messages[0] and "single very long token" in messages[0]
+    assert "sequence length is longer than the specified maximum" not in caplog.text
+
+
+# --- 10: a saved pipeline whose base model moved -------------------------------------------------------------------
+
+
+def test_saved_pipeline_whose_model_moved_says_how_to_point_it_at_the_new_place(tiny_model_dir, tmp_path, fsner_log):
+    import shutil
+
+    import spacy
+
+    old = shutil.copytree(tiny_model_dir, tmp_path / "old-place")
+    _nlp(old).to_disk(tmp_path / "pipeline")
+    assert f"names its base model by the local path '{old}', which does not travel" in fsner_log.text
+    new = old.rename(tmp_path / "new-place")
+    with pytest.raises(FileNotFoundError, match=r"If the model moved, .*'components\.fsner\.model\.name'") as error:
+        spacy.load(tmp_path / "pipeline")
+    assert "tiny-model" not in str(error.value)
+    nlp = spacy.load(tmp_path / "pipeline", config={"components.fsner.model.name": str(new)})
+    assert nlp.get_pipe("fsner").model.name == str(new)
+    doc = nlp("Angela Merkel visited Paris.")
+    assert "fsner" in doc.user_data
+
+
+def test_fetch_names_and_hub_ids_travel_local_paths_do_not(tmp_path):
+    from spacy_fsner.models.loading import travels
+
+    assert travels("smollm2-135m-instruct") and travels("meta-llama/Llama-3.1-8B")
+    assert not travels(str(tmp_path)) and not travels("./models/tiny")

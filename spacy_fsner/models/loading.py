@@ -67,10 +67,20 @@ def check_model_source(name: str) -> str:
     if _HUB_ID.match(name) and not name.startswith((".", "/")):
         return name
     raise FileNotFoundError(
-        f"Model path '{name}' does not exist. Pass an existing local directory, a model that installs from the "
-        f"package index ({_installable()}), a hub id such as 'meta-llama/Llama-3.1-8B', or build a "
-        f"tiny model with `python -m spacy_fsner tiny-model {name}`."
+        f"Model path '{name}' does not exist. If the model moved, point the pipeline at its new place: "
+        "spacy.load(PIPELINE, config={'components.fsner.model.name': 'NEW_PATH'}) (the `name` setting of the "
+        "component's model; `--components.fsner.model.name NEW_PATH` on a command line). Otherwise pass an existing "
+        f"local directory, a model that installs from the package index ({_installable()}) or a hub id such as "
+        "'meta-llama/Llama-3.1-8B'; those travel with a saved pipeline, a local path does not."
     )
+
+
+def travels(name: str) -> bool:
+    """Whether a saved pipeline that names its base model `name` finds it on another machine: a fetch-model name or
+    a hub id does, a local directory does not."""
+    if name in SOURCES:
+        return True
+    return not Path(name).expanduser().exists() and bool(_HUB_ID.match(name)) and not name.startswith((".", "/"))
 
 
 def model_location(name: str) -> str:

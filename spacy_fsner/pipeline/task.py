@@ -237,7 +237,7 @@ class FewShotNERTask(LabelSet):
         occurs twice goes where no other label's entity already is.
         """
         candidates: list[tuple[Span, float]] = []
-        report: dict[str, list] = {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": []}
+        report: dict[str, list] = {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": [], "too_long": []}
         prompts = response.prompts
         if len(response.generations) != len(prompts.requests) or len(prompts.labels) != len(prompts.requests):
             raise ValueError(
@@ -262,7 +262,9 @@ class FewShotNERTask(LabelSet):
                     report[key] += [{"label": label, "text": answer.entities[j].text, "offset": offset} for j in found]
                 if answer.unterminated is not None:
                     report["unterminated"].append({"label": label, "text": answer.unterminated, "offset": offset})
-                if not generation.finished:
+                if generation.too_long:
+                    report["too_long"].append({"label": label, "offset": offset, "chars": len(source)})
+                elif not generation.finished:
                     report["unfinished"].append({"label": label, "offset": offset})
         candidates.sort(key=lambda c: (c[0].start, c[0].end, c[0].label_))
         group = SpanGroup(doc, name=self._spans_key, spans=[span for span, _ in candidates])

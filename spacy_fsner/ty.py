@@ -99,6 +99,8 @@ class Generation:
     finished: bool
     """False when `max_new_tokens` ran out before the end marker or end-of-sequence."""
     fmt: ResponseFormat
+    too_long: bool = False
+    """True when the prompt needs more positions than the model has: nothing was generated (empty, unfinished)."""
 
 
 @dataclass

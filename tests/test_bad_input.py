@@ -86,8 +86,9 @@ def test_prompt_longer_than_the_model_context(tiny_model_dir, tmp_path):
     config = json.loads((small / "config.json").read_text())
     (small / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 128}))
     nlp = _add({**fsner_config(small), "max_chunk_tokens": 1000})
-    with pytest.raises(ValueError, match="Lower the component's `max_chunk_tokens`"):
-        nlp(" ".join(["word"] * 300))
+    with pytest.warns(UserWarning, match=r"'too_long'.*lower `max_chunk_tokens`"):  # reported, not an error
+        doc = nlp(" ".join(["word"] * 300))
+    assert [item["label"] for item in doc.user_data["fsner"]["too_long"]] == ["PER", "LOC"]
 
 
 def test_bad_dtype_and_device(tiny_model_dir):

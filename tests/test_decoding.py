@@ -367,7 +367,13 @@ def test_annotate_aligns_the_labels_of_a_chunk_jointly():
         SCOTTISH, ["EVENT", "ORG"], {("EVENT", SCOTTISH): [(EVENT, -1.0)], ("ORG", SCOTTISH): [(PARLIAMENT, -0.5)]}
     )
     assert [(e.start_char, e.text, e.label_) for e in doc.ents] == [(10, EVENT, "EVENT"), (45, PARLIAMENT, "ORG")]
-    assert doc.user_data["fsner"] == {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": []}
+    assert doc.user_data["fsner"] == {
+        "unplaced": [],
+        "repeated": [],
+        "unterminated": [],
+        "unfinished": [],
+        "too_long": [],
+    }
 
 
 @pytest.mark.parametrize("org_score, winner", [(-0.5, "ORG"), (-3.0, "EVENT")])

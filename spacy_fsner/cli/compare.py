@@ -21,9 +21,30 @@ def compare_command(
         raise typer.BadParameter(f"--names gives {len(labels)} names for {len(results)} files: give one per file.")
     if len(set(labels)) != len(labels):
         raise typer.BadParameter(f"--names has repeated names ({names!r}): give each file its own name.")
-    runs = {label: json.loads(path.read_text(encoding="utf-8")) for label, path in zip(labels, results, strict=True)}
-    table = compare_markdown(runs)
+    runs = {label: _results(path) for label, path in zip(labels, results, strict=True)}
+    try:
+        table = compare_markdown(runs)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(table)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(table + "\n", encoding="utf-8")
+
+
+def _results(path: Path) -> dict:
+    """The results of one `evaluate --output` file; `error: ...` and exit 1 for a file that is not one."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        typer.echo(
+            f"error: {path} is not a results file of `evaluate --output` (not JSON: {error}); pass the JSON files "
+            "that `python -m spacy_fsner evaluate ... --output FILE` writes.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    if not isinstance(results, dict):
+        typer.echo(f"error: {path} holds JSON, but not the results object `evaluate --output` writes.", err=True)
+        raise typer.Exit(1)
+    return results

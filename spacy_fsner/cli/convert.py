@@ -21,6 +21,7 @@ def convert(
     strip_tag_prefix: str = typer.Option(
         "GATE-", "--strip-tag-prefix", help="removed from token-tag file tags (GUM's GATE-); '' keeps them"
     ),
+    columns: int = typer.Option(4, "--columns", help="CoNLL: the column count of every line (5 for German)"),
     include_support: bool = typer.Option(
         False, "--include-support", help="episodes: write the support sentences too, not only the queries"
     ),
@@ -39,6 +40,7 @@ def convert(
             scheme=scheme,
             strip_tag_prefix=strip_tag_prefix,
             include_support=include_support,
+            columns=columns,
         )
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)

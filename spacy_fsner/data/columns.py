@@ -11,7 +11,7 @@ from pathlib import Path
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
-from .spans import TagError, line_error, make_doc, tags_to_spans
+from .spans import LETTER_PREFIX, TagError, line_error, make_doc, tags_to_spans, text_lines
 
 DOCSTART = "-DOCSTART-"
 CONLL_SCHEMES = ("auto", "iob1", "iob2")
@@ -42,35 +42,46 @@ def split_columns(line: str) -> list[str]:
 
 
 def _read_sentences(path: str | Path, columns: int | None) -> list[_Sentence]:
-    """Sentences of a column file; `columns` is the exact column count required, None for "at least two"."""
+    """Sentences of a column file; `columns` is the exact column count of a CoNLL file, None for a token-tag
+    file (exactly a token and a tag). A file without sentences is an error."""
     sentences: list[_Sentence] = []
     current = _Sentence()
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            cols = split_columns(line) if line.strip() else []
-            if not cols or cols[0] == DOCSTART:
-                if current.words:
-                    sentences.append(current)
-                    current = _Sentence()
-                continue
-            if columns is not None and len(cols) != columns:
-                raise line_error(
-                    path,
-                    lineno,
-                    f"expected {columns} space-separated columns (token ... NER tag), found {len(cols)} in "
-                    f"{line.rstrip()!r}; pass `columns` if the file has another layout",
-                )
-            if len(cols) < 2:
-                raise line_error(
-                    path,
-                    lineno,
-                    f"expected a token and a tag separated by a tab or a space, found {line.rstrip()!r}",
-                )
-            current.words.append(cols[0])
-            current.tags.append(cols[-1])
-            current.lines.append(lineno)
+    for lineno, line in enumerate(text_lines(path), 1):
+        cols = split_columns(line) if line.strip() else []
+        if not cols or cols[0] == DOCSTART:
+            if current.words:
+                sentences.append(current)
+                current = _Sentence()
+            continue
+        if columns is not None and len(cols) != columns:
+            raise line_error(
+                path,
+                lineno,
+                f"expected {columns} space-separated columns (token ... NER tag), found {len(cols)} in "
+                f"{line.rstrip()!r}; set the reader's column count if the file has another layout (`columns` "
+                "of read_conll and spacy_fsner.CoNLLCorpus.v1, `--columns` of convert), or read a "
+                "token<TAB>tag file with format 'tagged'",
+            )
+        if len(cols) < 2:
+            raise line_error(
+                path,
+                lineno,
+                f"expected a token and a tag separated by a tab or a space, found {line.rstrip()!r}",
+            )
+        if columns is None and len(cols) > 2:
+            raise line_error(
+                path,
+                lineno,
+                f"{len(cols)} columns, expected 2 (token and tag) in {line.rstrip()!r}; a token with spaces "
+                "needs a tab before its tag, a CoNLL file is read with format 'conll'",
+            )
+        current.words.append(cols[0])
+        current.tags.append(cols[-1])
+        current.lines.append(lineno)
     if current.words:
         sentences.append(current)
+    if not sentences:
+        raise ValueError(f"{path} has no sentences (it is empty or holds only blank and {DOCSTART} lines)")
     return sentences
 
 
@@ -122,6 +133,12 @@ def _detect_scheme(path: str | Path, sentences: list[_Sentence]) -> str:
     first: dict[bool, tuple[int, str]] = {}
     for sentence in sentences:
         for tag, lineno in zip(sentence.tags, sentence.lines, strict=True):
+            if tag != "O" and LETTER_PREFIX.match(tag) and not _PREFIXED.match(tag):
+                raise line_error(
+                    path,
+                    lineno,
+                    f"tag {tag!r} has the unknown prefix {tag[:2]}; token-tag files use B-/I-/E-/S- or bare types",
+                )
             if tag != "O":
                 first.setdefault(bool(_PREFIXED.match(tag)), (lineno, tag))
         if len(first) == 2:

@@ -11,7 +11,7 @@ from typing import Any
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
-from .spans import line_error, make_doc, tags_to_spans
+from .spans import line_error, make_doc, tags_to_spans, text_lines
 
 
 @dataclass
@@ -30,20 +30,19 @@ def read_episodes(path: str | Path, vocab: Vocab) -> Iterator[Episode]:
     is not one of the episode's types, a type without a mention in the support set) raises a ValueError naming
     the file and line.
     """
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise line_error(
-                    path,
-                    lineno,
-                    f"not valid JSON ({error.msg}, column {error.colno}); expected one episode object "
-                    '{"support": ..., "query": ..., "types": [...]} per line',
-                ) from None
-            yield _episode(path, lineno, data, vocab)
+    for lineno, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise line_error(
+                path,
+                lineno,
+                f"not valid JSON ({error.msg}, column {error.colno}); expected one episode object "
+                '{"support": ..., "query": ..., "types": [...]} per line',
+            ) from None
+        yield _episode(path, lineno, data, vocab)
 
 
 def _episode(path: str | Path, lineno: int, data: Any, vocab: Vocab) -> Episode:

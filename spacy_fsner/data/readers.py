@@ -24,6 +24,7 @@ from .columns import (
     split_columns,
 )
 from .episodes import Episode, read_episodes, write_episodes
+from .spans import text_lines
 
 __all__ = [
     "FORMATS",
@@ -45,16 +46,15 @@ FORMATS = ("auto", "conll", "tagged", "episodes")
 def detect_format(path: str | Path) -> str:
     """Guess a file's format from its first data line: "episodes" for a JSON object, "conll" for 4
     space-separated columns, else "tagged"."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            if line.lstrip().startswith("{"):
-                return "episodes"
-            cols = split_columns(line)
-            if cols[0] == DOCSTART:
-                continue
-            return "conll" if "\t" not in line and len(cols) == 4 else "tagged"
+    for line in text_lines(path):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            return "episodes"
+        cols = split_columns(line)
+        if cols[0] == DOCSTART:
+            continue
+        return "conll" if "\t" not in line and len(cols) == 4 else "tagged"
     raise ValueError(f"{path} holds no sentences; cannot tell its format (pass the format explicitly)")
 
 
@@ -65,22 +65,27 @@ def read_docs(
     scheme: str = "auto",
     strip_tag_prefix: str = "GATE-",
     include_support: bool = False,
+    columns: int = 4,
 ) -> list[Doc]:
     """The sentences of a file in any supported format as Docs (for episodes: every query sentence, and the
-    support sentences too with `include_support`). `scheme` is the tag scheme of the chosen format."""
+    support sentences too with `include_support`). `scheme` is the tag scheme of the chosen format, `columns`
+    the column count of a CoNLL file."""
     if format not in FORMATS:
         raise ValueError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
     if format == "auto":
         format = detect_format(path)
     if format == "conll":
-        return read_conll(path, vocab, scheme=scheme)
+        return read_conll(path, vocab, scheme=scheme, columns=columns)
     if format == "tagged":
         return read_tagged(path, vocab, scheme=scheme, strip_tag_prefix=strip_tag_prefix)
     if scheme not in ("auto", "io"):
         raise ValueError(
             f"episode files are IO-tagged; scheme {scheme!r} does not apply to {path} (use 'auto' or 'io')"
         )
-    return list(_episode_docs(read_episodes(path, vocab), include_support))
+    docs = list(_episode_docs(read_episodes(path, vocab), include_support))
+    if not docs:
+        raise ValueError(f"{path} has no sentences (no episode, or episodes without query sentences)")
+    return docs
 
 
 def read_corpus(
@@ -98,7 +103,10 @@ def read_corpus(
         docs: Iterable[Doc] = DocBin().from_disk(data).get_docs(nlp.vocab)
     else:
         docs = read_docs(data, nlp.vocab, format=data_format, scheme=scheme, include_support=include_support)
-    return list(islice(docs, limit or None))
+    result = list(islice(docs, limit or None))
+    if not result:
+        raise ValueError(f"The corpus {data} has no docs: check the file (an empty DocBin?) and its path.")
+    return result
 
 
 def _episode_docs(episodes: Iterable[Episode], include_support: bool) -> Iterator[Doc]:

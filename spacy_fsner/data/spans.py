@@ -4,7 +4,8 @@ Why one decoder: CoNLL (IOB1/IOB2), BIO/BIOES token-tag files, IO files (Few-NER
 agree on what a span is, or the same sentence read from two formats would score differently.
 """
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from spacy.tokens import Doc, Span
@@ -18,6 +19,9 @@ decodes the same way but rejects an I- tag that opens an entity, to check a file
 type and merges adjacent tokens of the same type."""
 
 _PREFIXES = {"iob1": ("B", "I"), "iob2": ("B", "I"), "bio": ("B", "I", "E", "S")}
+
+LETTER_PREFIX = re.compile(r"[A-Z]-.")
+"""A tag that starts like a prefixed one (`B-DRUG`, `X-DRUG`): never a bare type, so never a label."""
 
 SpanTuple = tuple[int, int, str]
 """(start token, end token exclusive, label)"""
@@ -36,12 +40,45 @@ def line_error(path: str | Path, lineno: int, message: str) -> ValueError:
     return ValueError(f"{path}, line {lineno}: {message}")
 
 
+def text_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file, line endings kept, a leading byte order mark dropped.
+
+    A file that is not UTF-8 (UTF-16, Latin-1, binary) raises a ValueError naming the file and how to convert it.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for line in f:
+                if "\x00" in line:
+                    raise not_utf8(path)
+                yield line
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+
+
+def not_utf8(path: str | Path) -> ValueError:
+    """The error for a file that is not UTF-8 text, with the iconv command that converts it."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
+        guess, source = "UTF-16?", "UTF-16"
+    else:
+        guess, source = "Latin-1 or binary?", "LATIN1"
+    return ValueError(
+        f"{path} is not UTF-8 text ({guess}): convert it with `iconv -f {source} -t UTF-8 {path} > {path}.utf8` "
+        "and read the converted file"
+    )
+
+
 def _split_tag(position: int, tag: str, scheme: str) -> tuple[str, str]:
     """`B-person-athlete` -> ("B", "person-athlete"): split on the first `-` only (types may contain `-`)."""
     prefixes = _PREFIXES[scheme]
     prefix, sep, label = tag.partition("-")
+    wanted = "/".join(f"{p}-" for p in prefixes)
+    if prefix not in prefixes and LETTER_PREFIX.match(tag):
+        raise TagError(
+            position, f"tag {tag!r} has the unknown prefix {prefix}-; scheme {scheme!r} reads {wanted} and O"
+        )
     if not sep or prefix not in prefixes:
-        wanted = "/".join(f"{p}-" for p in prefixes)
         raise TagError(
             position,
             f"tag {tag!r} is neither O nor a {wanted}<type> tag; if the file uses IO tags (bare types), "
@@ -65,6 +102,12 @@ def tags_to_spans(tags: Sequence[str], scheme: str) -> list[SpanTuple]:
         if tag == "O":
             prefix, tag_label = "O", ""
         elif scheme == "io":
+            if LETTER_PREFIX.match(tag):
+                raise TagError(
+                    i,
+                    f"tag {tag!r} has a {tag[:2]} prefix, but scheme 'io' reads bare types (it would make "
+                    f"{tag!r} a label); read B-/I-/E-/S- tags with scheme 'bio' and fix any other prefix",
+                )
             prefix, tag_label = "I", tag
         else:
             prefix, tag_label = _split_tag(i, tag, scheme)

@@ -17,8 +17,10 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prefix: str, *parts: str) 
     each prefix once and reuses its KV cache for every suffix (and a suffix's for every tail), so a model trained
     on the prompt encoded as one string (where tokens may merge across a border) would see other ids at inference.
     """
-    ids = [tokenizer(prefix, add_special_tokens=True)["input_ids"]]
-    return ids + [tokenizer(part, add_special_tokens=False)["input_ids"] for part in parts]
+    # verbose=False: no "sequence length is longer than the specified maximum" per prompt; the generator checks a
+    # prompt's length against the model's positions itself and reports a prompt too long for them
+    ids = [tokenizer(prefix, add_special_tokens=True, verbose=False)["input_ids"]]
+    return ids + [tokenizer(part, add_special_tokens=False, verbose=False)["input_ids"] for part in parts]
 
 
 def encode_completion(tokenizer: PreTrainedTokenizerBase, completion: str) -> list[int]:
@@ -31,7 +33,7 @@ def encode_completion(tokenizer: PreTrainedTokenizerBase, completion: str) -> li
         raise ValueError(
             "The tokenizer defines no end-of-sequence token; set `eos_token` on it (a training target ends with one)."
         )
-    return [*tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    return [*tokenizer(completion, add_special_tokens=False, verbose=False)["input_ids"], tokenizer.eos_token_id]
 
 
 def decode_generated(data: bytes) -> str:

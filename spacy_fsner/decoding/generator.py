@@ -98,7 +98,11 @@ class ConstrainedGenerator:
         groups: dict[tuple[int, ...], dict[GenerationRequest, Leaf]] = {}
         for index, request in enumerate(requests):
             prefix, suffix, tail = self.encode(request)
-            self.check_length(len(prefix) + len(suffix) + len(tail))
+            if self.positions_needed(len(prefix) + len(suffix) + len(tail)) is not None:
+                # too long for the model: an empty answer flagged `too_long` (the task reports it), not an error
+                # that would cost every other prompt of the batch its answer
+                results[index] = Generation("", [], [], [], False, request.fmt, too_long=True)
+                continue
             root, middle = (prefix, suffix) if self.config.prefix_cache else ([], prefix + suffix + tail)
             leaves = groups.setdefault(tuple(root), {})
             if request not in leaves:
@@ -223,7 +227,7 @@ class ConstrainedGenerator:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
             **({"shared_prefix": shared} if shared is not None else {}),
@@ -238,13 +242,21 @@ class ConstrainedGenerator:
         )
         return rows, logits
 
-    def check_length(self, prompt_length: int) -> None:
+    def positions_needed(self, prompt_length: int) -> int | None:
+        """The positions a prompt of `prompt_length` tokens needs (with `max_new_tokens`) when the model has fewer;
+        None when it fits."""
         limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit is not None and prompt_length + self.config.max_new_tokens > limit:
+        needed = prompt_length + self.config.max_new_tokens
+        return needed if limit is not None and needed > limit else None
+
+    def check_length(self, prompt_length: int) -> None:
+        """An error for a prompt too long for the model (the one-prompt baseline, `generate_naive`)."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if self.positions_needed(prompt_length) is not None:
             raise ValueError(
                 f"A prompt needs {prompt_length + self.config.max_new_tokens} positions (prompt {prompt_length} + "
                 f"max_new_tokens {self.config.max_new_tokens}) but the model has {limit}. Lower the component's "
-                "`max_chunk_tokens` (shorter pieces of text per prompt) or `max_new_tokens`."
+                "`max_chunk_tokens` (shorter pieces of text per prompt; it cannot split one token) or `max_new_tokens`."
             )
 
     def _decode(self, rows: Rows, logits: torch.Tensor, leaves: list[Leaf]) -> list[Generation]:
@@ -290,7 +302,7 @@ class ConstrainedGenerator:
                 input_ids=torch.tensor(next_ids, device=device)[:, None],
                 attention_mask=mask,
                 position_ids=last_position[:, None],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 **({"shared_prefix": rows.shared} if rows.shared is not None else {}),
             ).logits[:, -1]

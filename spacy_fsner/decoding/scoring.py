@@ -31,7 +31,7 @@ def score_options(
         raise ValueError("score_options: every question must be non-empty text (it predicts the option).")
     prefix_ids, *_ = encode_prompt(tokenizer, prefix)
     cache = DynamicCache()
-    model(input_ids=torch.tensor([prefix_ids], device=model.device), past_key_values=cache, logits_to_keep=1)
+    model(input_ids=torch.tensor([prefix_ids], device=model.device), cache=cache, logits_to_keep=1)
     encoded: list[tuple[list[int], list[list[int]]]] = []
     for question, options in questions:
         (question_ids,) = encode_prompt(tokenizer, "", question)[1:]
@@ -80,7 +80,7 @@ def _score_questions(model, cache: DynamicCache, prefix_length: int, batch, pad:
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
-            past_key_values=question_cache,
+            cache=question_cache,
             logits_to_keep=1,
         )
         .logits[:, -1]
@@ -111,7 +111,7 @@ def _score_questions(model, cache: DynamicCache, prefix_length: int, batch, pad:
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         position_ids=positions.to(device),
-        past_key_values=DynamicCache(ddp_cache_data=layers),
+        cache=DynamicCache(ddp_cache_data=layers),
     ).logits.float()
     logprobs = torch.log_softmax(logits, dim=-1)
     for i, (r, j, option) in enumerate(rows):

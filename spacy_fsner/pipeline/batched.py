@@ -16,14 +16,24 @@ class BatchedPipe(Pipe):
     def _process(self, docs: list[Doc]) -> list[Doc]:
         raise NotImplementedError
 
+    def _warn_once(self) -> None:
+        """Say in one warning what went wrong in the docs processed since the last call (nothing by default):
+        once per `__call__` or `pipe` call, not once per doc."""
+
     def __call__(self, doc: Doc) -> Doc:
-        return self._process([doc])[0]
+        try:
+            return self._process([doc])[0]
+        finally:
+            self._warn_once()
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
         """The fast path: every prompt of `batch_size` docs is generated together."""
         error_handler = self.get_error_handler()
-        for docs in minibatch(stream, size=batch_size):
-            try:
-                yield from self._process(docs)
-            except Exception as error:
-                error_handler(self.name, self, docs, error)
+        try:
+            for docs in minibatch(stream, size=batch_size):
+                try:
+                    yield from self._process(docs)
+                except Exception as error:
+                    error_handler(self.name, self, docs, error)
+        finally:
+            self._warn_once()

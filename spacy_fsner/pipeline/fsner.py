@@ -21,7 +21,7 @@ from ..prompts.templates import PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
 from ..retrieval.retrievers import Retriever
 from ..ty import DocGenerations, DocPrompts
-from .adaptation import Adaptation, InContextAdaptation
+from .adaptation import Adaptation, InContextAdaptation, check_support_docs
 from .batched import BatchedPipe
 from .chunking import MAX_CHUNK_TOKENS
 from .task import REPORT_KEY, FewShotNERTask, label_setting
@@ -78,6 +78,12 @@ _HINTS = (
         ("unfinished", "unterminated"),
         "'unfinished'/'unterminated': max_new_tokens ran out; raise it in the model config.",
     ),
+    (
+        ("too_long",),
+        "'too_long': a piece of text whose prompt needs more positions than the model has got no prediction; lower "
+        "`max_chunk_tokens` (it cannot split a single very long token) or `max_new_tokens`, or use a model with more "
+        "positions.",
+    ),
     (("repeated",), "'repeated': the model wrote an entity it had already written; it is kept once."),
     (
         ("unplaced",),
@@ -119,6 +125,7 @@ class FewShotNER(BatchedPipe):
         self.save_io = save_io
         self.adaptation = adaptation if adaptation is not None else InContextAdaptation()
         self.stats: Counter[str] = Counter()
+        self._losses: list[tuple[str, dict[str, int]]] = []  # (doc start, losses) of the docs since the last warning
         if task.retriever is not None:  # embeddings = "model": the input embeddings of this component's model
             task.retriever.bind(lambda spec: embeddings_from_spec(spec, self.model))
 
@@ -151,6 +158,7 @@ class FewShotNER(BatchedPipe):
     ) -> None:
         """Adapt to a few-shot episode: its labels, then its support docs as the `adaptation` setting says (in-prompt
         demonstrations by default; `spacy_fsner.FineTuneAdaptation.v1`: a LoRA adapter trained on them)."""
+        check_support_docs(support)
         if labels is not None:
             self.task.set_labels(labels, label_definitions)
         self.adaptation(self, support)
@@ -173,12 +181,26 @@ class FewShotNER(BatchedPipe):
         self.stats.update(lost)
         self.stats["docs"] += 1
         if lost:
-            hints = " ".join(hint for keys, hint in _HINTS if any(key in lost for key in keys))
-            warnings.warn(
-                f"{self.name}: {lost} in a doc starting {doc.text[:40]!r}; "
-                f"see doc.user_data['{self.task.report_key}']. {hints}",
-                stacklevel=3,
-            )
+            self._losses.append((doc.text[:40], lost))
+
+    def _warn_once(self) -> None:
+        """One warning for the docs with losses since the last call: how many, what was lost in all, the first."""
+        losses, self._losses = self._losses, []
+        if not losses:
+            return
+        total: Counter[str] = Counter()
+        for _, lost in losses:
+            total.update(lost)
+        hints = " ".join(hint for keys, hint in _HINTS if any(key in total for key in keys))
+        first, first_lost = losses[0]
+        if len(losses) == 1:
+            summary = f"{dict(total)} in a doc starting {first!r}"
+        else:
+            summary = f"{dict(total)} in {len(losses)} docs (the first, starting {first!r}: {first_lost})"
+        warnings.warn(
+            f"{self.name}: {summary}; see doc.user_data['{self.task.report_key}']. {hints}",
+            stacklevel=3,
+        )
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
         """`task.msgpack` (labels, definitions, demonstrations, retrieval index) and the `model` directory; either

@@ -56,6 +56,12 @@ def label_setting(
     blank = [label for label in labels if not isinstance(label, str) or not label.strip()]
     if blank:
         raise ValueError(f"`labels` contains empty or non-string labels {blank!r}: remove them.")
+    spaced = [label for label in labels if len(label.split()) > 1]
+    if spaced:
+        raise ValueError(
+            f"`labels` contains {spaced!r}, labels with whitespace inside: list the labels separately, as a list "
+            "(labels=['PER', 'LOC']) or one comma-separated string ('PER,LOC')."
+        )
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ValueError(f"`labels` lists {duplicates} more than once: list each label once.")
@@ -255,7 +261,7 @@ class FewShotNERTask(LabelSet):
         label unfinished, or, unconstrained, not a task label) is reported under "untyped".
         """
         candidates: list[tuple[Span, float]] = []
-        report: dict[str, list] = {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": []}
+        report: dict[str, list] = {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": [], "too_long": []}
         prompts = response.prompts
         if len(response.generations) != len(prompts.requests) or len(prompts.labels) != len(prompts.requests):
             raise ValueError(
@@ -289,7 +295,9 @@ class FewShotNERTask(LabelSet):
                     ]
                 if answer.unterminated is not None:
                     report["unterminated"].append({"label": label, "text": answer.unterminated, "offset": offset})
-                if not generation.finished:
+                if generation.too_long:
+                    report["too_long"].append({"label": label, "offset": offset, "chars": len(source)})
+                elif not generation.finished:
                     report["unfinished"].append({"label": label, "offset": offset})
         candidates.sort(key=lambda c: (c[0].start, c[0].end, c[0].label_))
         group = SpanGroup(doc, name=self._spans_key, spans=[span for span, _ in candidates])

@@ -30,7 +30,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import load_model_from_config, registry
 
 from ..log import logger
-from ..models.loading import load_base_model, load_tokenizer, model_location
+from ..models.loading import attach_adapter, load_base_model, load_tokenizer, model_location
 from ..retrieval.retrievers import Retriever
 from .checkpoints import resume_point, run_identity
 from .settings import LoraSettings, TrainSettings
@@ -75,6 +75,23 @@ def restrict_labels(docs: list[Doc], labels: tuple[str, ...]) -> list[Doc]:
         f"types from the corpus ({dict(removed.most_common())}). Set `labels = []` to train on every type."
     )
     return restricted
+
+
+def check_label_coverage(asked: tuple[str, ...], corpus_labels: list[str], train_path: str | Path) -> None:
+    """An error when none of the component's labels has an entity in the corpus (the model would learn to answer
+    nothing), a warning for each label without one."""
+    missing = [label for label in asked if label not in corpus_labels]
+    if len(missing) == len(asked):
+        raise ValueError(
+            f"None of the labels {list(asked)} has an entity in the training corpus {train_path}, whose entity types "
+            f"are {corpus_labels}: set `components.fsner.labels` to some of the corpus's types (or to '' for all of "
+            "them), or train on a corpus with these types."
+        )
+    if missing:
+        logger.warning(
+            f"The labels {missing} have no entity in the training corpus {train_path} (its types: {corpus_labels}): "
+            "the model learns to answer nothing for them."
+        )
 
 
 def build_pipeline(config: Config, docs_labels: list[str]) -> Language:
@@ -124,8 +141,14 @@ def prepare_stage(config_path: str | Path, overrides: dict[str, Any] | None = No
         raise ValueError("No training corpus: set [paths] train in the config or pass --paths.train FILE.")
     docs = read_training_docs(train_path, English())
     labels = sorted({e.label_ for doc in docs for e in doc.ents})
+    if not labels:
+        raise ValueError(
+            f"The training corpus {train_path} has {len(docs)} docs but no entities: the model would learn to "
+            "answer nothing. Train on a corpus with gold entities (check its tag scheme and format)."
+        )
     nlp = build_pipeline(config, labels)
     component = nlp.get_pipe("fsner")
+    check_label_coverage(component.labels, labels, train_path)
     docs = restrict_labels(docs, component.labels)
     model = _trainable_model(component.model, settings.lora)
     # the component generates (error feedback) and embeds (retrieval) with the model being trained: no second copy
@@ -178,7 +201,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
 
 def _trainable_model(causal_lm, lora: LoraSettings):
     """The base model in float32 with a trainable LoRA adapter: the configured adapter continued, else a new one."""
-    from peft import PeftModel, get_peft_model
+    from peft import get_peft_model
 
     base = load_base_model(
         model_location(causal_lm.name),
@@ -189,7 +212,7 @@ def _trainable_model(causal_lm, lora: LoraSettings):
         causal_lm.name,
     ).train()
     if causal_lm.adapter is not None:
-        return PeftModel.from_pretrained(base, causal_lm.adapter, is_trainable=True)
+        return attach_adapter(base, causal_lm.adapter, causal_lm.name, trainable=True)
     return get_peft_model(base, lora.peft_config())
 
 

@@ -86,6 +86,10 @@ class TrainSettings:
             raise ValueError(f"[train.dpo] pairs = {self.dpo.pairs}: use a non-empty subset of {list(PAIR_KINDS)}.")
         if self.stage == "dpo" and self.objectives:
             raise ValueError("[train.objectives] are SFT terms: remove them from a DPO stage's config.")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"[train] max_steps = {self.max_steps}: use -1 to train for `epochs`, or a number of steps >= 1."
+            )
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> TrainSettings:

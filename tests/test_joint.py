@@ -251,7 +251,13 @@ def test_annotating_a_gold_joint_answer_gives_the_gold_ents(text, gold):
     annotated = task.annotate(doc, _answer(prompts, answers))
     assert [(e.start_char, e.end_char, e.label_) for e in annotated.ents] == gold
     assert list(annotated.spans["fsner"].attrs["scores"]) == [-1.0] * len(gold)
-    assert annotated.user_data["fsner"] == {"unplaced": [], "repeated": [], "unterminated": [], "unfinished": []}
+    assert annotated.user_data["fsner"] == {
+        "unplaced": [],
+        "repeated": [],
+        "unterminated": [],
+        "unfinished": [],
+        "too_long": [],
+    }
 
 
 def _walk_real_table(request, answer) -> str | None:

@@ -27,6 +27,7 @@ TEMPLATES = {
     "cllmfs": "spacy_fsner.CLLMFSTemplate.v1",
     "alpaca": "spacy_fsner.AlpacaTemplate.v1",
     "shared": "spacy_fsner.SharedInputTemplate.v1",
+    "joint": "spacy_fsner.JointTemplate.v1",
 }
 CLLMFS = {"@misc": TEMPLATES["cllmfs"]}
 """The CLLMFS template as a config block (a `components.fsner.template` override)."""

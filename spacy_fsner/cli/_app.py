@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
 import typer
 
 app = typer.Typer(
@@ -13,3 +17,18 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """Few-shot NER for spaCy (keeps `python -m spacy_fsner COMMAND` a group even with one command)."""
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input as one line, `error: MESSAGE` on stderr, and exit 1 (not a traceback)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def reported(*kinds: type[Exception]) -> Iterator[None]:
+    """The library's errors of `kinds` (they name the problem and the fix) reported by `fail`."""
+    try:
+        yield
+    except kinds as error:
+        fail(str(error))

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from ..evaluation.report import compare_markdown
-from ._app import app
+from ._app import app, fail, reported
 
 
 @app.command("compare")
@@ -22,11 +22,8 @@ def compare_command(
     if len(set(labels)) != len(labels):
         raise typer.BadParameter(f"--names has repeated names ({names!r}): give each file its own name.")
     runs = {label: _results(path) for label, path in zip(labels, results, strict=True)}
-    try:
+    with reported(ValueError):
         table = compare_markdown(runs)
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(table)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -38,13 +35,10 @@ def _results(path: Path) -> dict:
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        typer.echo(
-            f"error: {path} is not a results file of `evaluate --output` (not JSON: {error}); pass the JSON files "
-            "that `python -m spacy_fsner evaluate ... --output FILE` writes.",
-            err=True,
+        fail(
+            f"{path} is not a results file of `evaluate --output` (not JSON: {error}); pass the JSON files "
+            "that `python -m spacy_fsner evaluate ... --output FILE` writes."
         )
-        raise typer.Exit(1) from None
     if not isinstance(results, dict):
-        typer.echo(f"error: {path} holds JSON, but not the results object `evaluate --output` writes.", err=True)
-        raise typer.Exit(1)
+        fail(f"{path} holds JSON, but not the results object `evaluate --output` writes.")
     return results

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app
+from ._app import app, reported
 
 
 @app.command("convert")
@@ -32,7 +32,7 @@ def convert(
 
     from ..data.readers import read_docs
 
-    try:
+    with reported(ValueError):
         docs = read_docs(
             input_path,
             Vocab(),
@@ -42,9 +42,6 @@ def convert(
             include_support=include_support,
             columns=columns,
         )
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     output_path.parent.mkdir(parents=True, exist_ok=True)
     DocBin(docs=docs).to_disk(output_path)
     counts = Counter(ent.label_ for doc in docs for ent in doc.ents)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app
+from ._app import app, reported
 
 RETRIEVERS = {
     "word": "spacy_fsner.WordRetriever.v1",
@@ -61,7 +61,7 @@ def evaluate_command(
     from ..evaluation.protocols import evaluate
     from ..evaluation.report import to_json, to_markdown
 
-    try:
+    with reported(ValueError, OSError):  # bad data or protocol; OSError: spaCy cannot load the pipeline
         nlp = pipeline
         overrides: dict = {}
         if fine_tune_steps:
@@ -90,9 +90,6 @@ def evaluate_command(
             resamples=resamples,
             seed=seed,
         )
-    except (ValueError, OSError) as error:  # bad data or protocol; OSError: spaCy cannot load the pipeline
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     settings = run.settings
     count = f"{settings['n_docs']} docs"
     if "n_episodes" in settings:

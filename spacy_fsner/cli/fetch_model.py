@@ -3,7 +3,7 @@ from pathlib import Path
 import typer
 
 from ..models.fetch import SOURCES
-from ._app import app
+from ._app import app, fail, reported
 
 _NAMES = ", ".join(sorted(SOURCES))
 
@@ -24,12 +24,8 @@ def fetch_model_command(
         try:  # a hub id or an existing directory loads as it is: nothing to fetch (lets workflows switch models)
             check_model_source(name)
         except (FileNotFoundError, ValueError):
-            typer.echo(f"error: unknown model {name!r}: use one of {sorted(SOURCES)}.", err=True)
-            raise typer.Exit(1) from None
+            fail(f"unknown model {name!r}: use one of {sorted(SOURCES)}.")
         typer.echo(f"{name} is a hub id or a local directory, not a fetch-model name: nothing to fetch.")
         return
-    try:
+    with reported(FetchError):
         fetch_model(name, output, log=typer.echo)
-    except FetchError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app
+from ._app import app, reported
 
 
 @app.command("sample-episodes")
@@ -27,7 +27,7 @@ def sample_episodes_command(
     from ..data.readers import detect_format, read_docs, write_episodes
     from ..data.sampler import sample_episodes
 
-    try:
+    with reported(ValueError):
         if data_format == "episodes" or (data_format == "auto" and detect_format(input_path) == "episodes"):
             raise ValueError(f"{input_path} holds episodes; sample from a sentence file (CoNLL or token-tag)")
         docs = read_docs(input_path, Vocab(), format=data_format, scheme=scheme, strip_tag_prefix=strip_tag_prefix)
@@ -39,9 +39,6 @@ def sample_episodes_command(
                 unit="ep",
             )
         )
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     output_path.parent.mkdir(parents=True, exist_ok=True)
     write_episodes(output_path, episodes)
     support = sum(len(episode.support) for episode in episodes) / max(len(episodes), 1)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app
+from ._app import app, reported
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -48,10 +48,7 @@ def train_command(
     from ..models.fetch import FetchError
     from ..training.run import run_training
 
-    try:
+    with reported(ValueError, OSError, FetchError):  # OSError: a model or file that cannot be loaded or found
         overrides = parse_config_overrides(ctx.args)
         pipeline = run_training(config, output, overrides)
-    except (ValueError, OSError, FetchError) as error:  # OSError: a model or file that cannot be loaded or found
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"trained pipeline: {pipeline} (metrics: {output / 'metrics.json'})")

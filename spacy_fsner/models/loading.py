@@ -64,7 +64,7 @@ def check_model_source(name: str) -> str:
                 "`name` at a directory saved with `save_pretrained` (or: python -m spacy_fsner tiny-model DIR)."
             )
         return str(path)
-    if _HUB_ID.match(name) and not name.startswith((".", "/")):
+    if _is_hub_id(name):
         return name
     raise FileNotFoundError(
         f"Model path '{name}' does not exist. If the model moved, point the pipeline at its new place: "
@@ -80,7 +80,12 @@ def travels(name: str) -> bool:
     a hub id does, a local directory does not."""
     if name in SOURCES:
         return True
-    return not Path(name).expanduser().exists() and bool(_HUB_ID.match(name)) and not name.startswith((".", "/"))
+    return not Path(name).expanduser().exists() and _is_hub_id(name)
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a hub id (`owner/model`), not as a relative or absolute path."""
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "/"))
 
 
 def model_location(name: str) -> str:

@@ -251,12 +251,13 @@ class ConstrainedGenerator:
 
     def check_length(self, prompt_length: int) -> None:
         """An error for a prompt too long for the model (the one-prompt baseline, `generate_naive`)."""
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if self.positions_needed(prompt_length) is not None:
+        needed = self.positions_needed(prompt_length)
+        if needed is not None:
             raise ValueError(
-                f"A prompt needs {prompt_length + self.config.max_new_tokens} positions (prompt {prompt_length} + "
-                f"max_new_tokens {self.config.max_new_tokens}) but the model has {limit}. Lower the component's "
-                "`max_chunk_tokens` (shorter pieces of text per prompt; it cannot split one token) or `max_new_tokens`."
+                f"A prompt needs {needed} positions (prompt {prompt_length} + max_new_tokens "
+                f"{self.config.max_new_tokens}) but the model has {self.model.config.max_position_embeddings}. Lower "
+                "the component's `max_chunk_tokens` (shorter pieces of text per prompt; it cannot split one token) or "
+                "`max_new_tokens`."
             )
 
     def _decode(self, rows: Rows, logits: torch.Tensor, leaves: list[Leaf]) -> list[Generation]:

@@ -48,8 +48,6 @@ from ..pipeline.task import LabelSet
 from ..prompts.el4ner import (
     ClassificationTemplate,
     ValidationTemplate,
-    el4ner_classify_template_v1,
-    el4ner_validate_template_v1,
 )
 from ..prompts.templates import PromptTemplate
 from ..retrieval.embeddings import embeddings_from_spec
@@ -142,8 +140,8 @@ class EL4NER(LabelSet, BatchedPipe):
         seed: int,
         reject_share: float,
         rejection: str,
-        classification_template: ClassificationTemplate | None,
-        validation_template: ValidationTemplate | None,
+        classification_template: ClassificationTemplate,
+        validation_template: ValidationTemplate,
         scorer: Callable | None = get_ner_prf,
     ) -> None:
         if not members:
@@ -171,8 +169,8 @@ class EL4NER(LabelSet, BatchedPipe):
         self.set_labels(labels, label_definitions)
         self.members = {key: as_member(model, key) for key, model in members.items()}
         self.template = template
-        self.classification_template = classification_template or el4ner_classify_template_v1()
-        self.validation_template = validation_template or el4ner_validate_template_v1()
+        self.classification_template = classification_template
+        self.validation_template = validation_template
         self.scorer = scorer
         self.retriever = retriever
         self.random = RandomRetriever(k=retriever.k, max_tokens=retriever.max_tokens, seed=seed)

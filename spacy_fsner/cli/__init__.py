@@ -15,6 +15,7 @@ from . import (  # noqa: E402,F401  (register the commands)
     evaluate,
     fetch_model,
     sample_episodes,
+    ship_adapter,
     tiny_model,
     train,
 )

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from ..decoding.generator import ConstrainedGenerator, GeneratorConfig
 from ..log import logger
 from ..ty import DocGenerations, DocPrompts
+from .adapters import adapter_location
 from .loading import (
     attach_adapter,
     check_model_source,
@@ -150,7 +151,7 @@ class CausalLM:
     def _save_adapter(self, target: Path) -> None:
         """The configured adapter at `target`: from the loaded model, else a copy of its directory's files."""
         if self.adapter is not None and self._loaded_model is None:
-            source = Path(self.adapter)
+            source = adapter_location(self.adapter)
             if source.resolve() != target.resolve():  # else it is already there
                 shutil.rmtree(target, ignore_errors=True)
                 target.mkdir(parents=True)

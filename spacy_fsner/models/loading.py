@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..log import logger
+from .adapters import adapter_location
 from .fetch import SOURCES, GGUFSource, model_cache, resolve_fetch_name
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -131,7 +132,7 @@ def attach_adapter(
     it); a clear error when it does not fit."""
     from peft import PeftModel
 
-    path = Path(adapter)
+    path = adapter_location(adapter)
     config_file = path / "adapter_config.json"
     if not config_file.is_file():
         raise FileNotFoundError(

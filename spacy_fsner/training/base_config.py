@@ -60,6 +60,10 @@ class TrainerDefaults:
     save_strategy: str = field(
         default="no", metadata={"help": "When to save checkpoints; no: only what the caller saves at the end."}
     )
+    save_total_limit: int | None = field(
+        default=2,
+        metadata={"help": "Checkpoints kept (the newest); a killed run resumes from the last. None: all of them."},
+    )
     warmup_ratio: float | None = field(default=None, metadata={"help": WARMUP_RATIO_HELP})
 
     def __post_init__(self) -> None:

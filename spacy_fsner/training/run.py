@@ -224,7 +224,13 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
 
     task = nlp.get_pipe("fsner").task
     records = sft_records(
-        docs, task, tokenizer, absent_labels=settings.absent_labels, seed=settings.seed, max_length=settings.max_length
+        docs,
+        task,
+        tokenizer,
+        absent_labels=settings.absent_labels,
+        seed=settings.seed,
+        max_length=settings.max_length,
+        variety=settings.variety,
     )
     if not records:
         raise ValueError("The training corpus gave no SFT records (no non-empty sentences): check --paths.train.")

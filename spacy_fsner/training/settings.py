@@ -55,6 +55,42 @@ class DPOSettings:
 
 
 @dataclass
+class PromptVariety:
+    """`[train.variety]`: how joint-template training records vary their prompts, so that a general (base) adapter
+    reads the prompt instead of learning one fixed form. Each is a per-record probability (0: never).
+
+    - `definitions`: the shown labels' definitions (from the component's `label_definitions`) are in the prompt
+      (1.0, the default: always, as at inference).
+    - `demonstrations`: a record without the task's own demonstrations gets 1 to `shots` other training chunks
+      (of the shorter half, to keep records short) as demonstrations, rendered as at inference.
+    - `omit_present`: one to all of the labels with an entity in the chunk are left out of the prompt and their
+      entities out of the answer, so that the model answers for the listed types only (and with nothing when none
+      of them occurs).
+    - `names`: the labels go by another name style in this record: for `coarse-fine` names (Few-NERD's
+      `person-scholar`), the coarse part (`person`, merging the fine types under it) or the fine part (`scholar`,
+      unless two labels share it); labels without a `-` keep their name.
+    """
+
+    definitions: float = 1.0
+    demonstrations: float = 0.0
+    shots: int = 2
+    omit_present: float = 0.0
+    names: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("definitions", "demonstrations", "omit_present", "names"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"[train.variety] {name} = {value}: a probability, between 0 and 1.")
+        if self.shots < 1:
+            raise ValueError(f"[train.variety] shots = {self.shots}: the most demonstrations per record, >= 1.")
+
+    @property
+    def active(self) -> bool:
+        return self.definitions < 1.0 or bool(self.demonstrations or self.omit_present or self.names)
+
+
+@dataclass
 class TrainSettings:
     """`[train]`: what a stage does and how long (the papers' values are the defaults where they give them)."""
 
@@ -74,9 +110,12 @@ class TrainSettings:
     save_steps: int = 50
     logging_steps: int = TrainerDefaults.logging_steps
     threads: int = 0
+    group_by_length: bool = False
+    """Batch records of similar length together (less padding: faster on a CPU, where padding is computed)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     dpo: DPOSettings = field(default_factory=DPOSettings)
     objectives: dict[str, Any] = field(default_factory=dict)
+    variety: PromptVariety = field(default_factory=PromptVariety)
 
     def __post_init__(self) -> None:
         if self.stage not in TRAINING_STAGES:
@@ -86,6 +125,10 @@ class TrainSettings:
             raise ValueError(f"[train.dpo] pairs = {self.dpo.pairs}: use a non-empty subset of {list(PAIR_KINDS)}.")
         if self.stage == "dpo" and self.objectives:
             raise ValueError("[train.objectives] are SFT terms: remove them from a DPO stage's config.")
+        if self.stage == "dpo" and (self.group_by_length or self.variety.active):
+            raise ValueError(
+                "[train] group_by_length and [train.variety] apply to SFT records: remove them from a DPO stage."
+            )
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(
                 f"[train] max_steps = {self.max_steps}: use -1 to train for `epochs`, or a number of steps >= 1."
@@ -101,7 +144,8 @@ class TrainSettings:
         lora = LoraSettings(**section.pop("lora", {}))
         dpo = DPOSettings(**section.pop("dpo", {}))
         objectives = section.pop("objectives", {})
-        return cls(**section, lora=lora, dpo=dpo, objectives=objectives)
+        variety = PromptVariety(**section.pop("variety", {}))
+        return cls(**section, lora=lora, dpo=dpo, objectives=objectives, variety=variety)
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The trainer arguments both stages take from `[train]`, under transformers' names; a stage's config adds
@@ -119,4 +163,5 @@ class TrainSettings:
             "save_steps": self.save_steps,
             "seed": self.seed,
             "disable_tqdm": False,
+            "train_sampling_strategy": "group_by_length" if self.group_by_length else "random",
         }

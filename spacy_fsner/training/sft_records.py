@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from ..decoding.encoding import encode_completion, encode_prompt
 from ..pipeline.task import JOINT_LABEL, FewShotNERTask
 from ..prompts.templates import PromptContext
 from ..ty import GenerationRequest
+from .settings import PromptVariety
 
 SFT_FEATURES = Features(
     {
@@ -179,6 +181,7 @@ def sft_records(
     absent_labels: int = 1,
     seed: int = 0,
     max_length: int | None = None,
+    variety: PromptVariety | None = None,
 ) -> list[dict[str, Any]]:
     """SFT records (columns: see the module docstring) for the prompts `task` builds for `docs`.
 
@@ -187,7 +190,8 @@ def sft_records(
     answer lets the model learn to answer "none" to everything (the first SmolLM2 runs, 70% empty answers, did).
     Records follow the docs, chunks and the task's label order. A doc without annotation gives records with
     empty answers. Raises a ValueError for labels the task does not know, entities that cross a chunk boundary,
-    and a record longer than `max_length` tokens (nothing is truncated).
+    and a record longer than `max_length` tokens (nothing is truncated). `variety` varies the prompts of a joint
+    task (definitions, demonstrations, label names; see `PromptVariety`); the other templates take none.
     """
     if absent_labels < -1:
         raise ValueError(f"absent_labels must be -1 (all), 0 or a positive count, got {absent_labels}.")
@@ -195,8 +199,14 @@ def sft_records(
         raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
     encoder = _OffsetEncoder(tokenizer)
     rng = random.Random(seed)
+    variety = variety or PromptVariety()
     if task.joint:
-        return _joint_records(list(docs), task, tokenizer, encoder, rng, absent_labels, max_length)
+        return _joint_records(list(docs), task, tokenizer, encoder, rng, absent_labels, max_length, variety)
+    if variety.active:
+        raise ValueError(
+            "[train.variety] varies the prompts of the joint template only: use `spacy_fsner.JointTemplate.v1` or "
+            "remove [train.variety]."
+        )
     label_offsets: dict[str, tuple[str, int]] = {}
     context = task.prompt_context
     records: list[dict[str, Any]] = []
@@ -226,28 +236,88 @@ def _joint_records(
     rng: random.Random,
     absent_labels: int,
     max_length: int | None,
+    variety: PromptVariety,
 ) -> list[dict[str, Any]]:
     """One record per chunk of a joint task: the present labels and a random number (0 to `absent_labels`; -1: to
     all) of the absent ones, shuffled; at least one label. The demonstrations are the chunk's, as the task
-    renders them (showing only the record's labels)."""
+    renders them (showing only the record's labels), or with `variety`, other chunks some of the time; `variety`
+    also leaves out present labels (and their entities), drops the definitions and renames the labels some of the
+    time (random draws only for what it varies, so
+    the default records are those of a run without it)."""
     contexts = [context for doc_contexts in task.chunk_contexts(docs) for context in doc_contexts]
+    chunks = list(gold_chunks(docs, task))
+    # demonstrations come from the shorter half of the chunks: a record stays within a few times a sentence's length
+    short = sorted(range(len(chunks)), key=lambda i: (len(chunks[i].text), i))[: max(2, len(chunks) // 2)]
+    styles = {style: label_names(task.labels, style) for style in NAME_STYLES}
     records: list[dict[str, Any]] = []
-    for chunk, context in zip(gold_chunks(docs, task), contexts, strict=True):
-        present = [label for label in task.labels if chunk.entities_of(label)]
-        absent = [label for label in task.labels if label not in present]
+    for index, (chunk, context) in enumerate(zip(chunks, contexts, strict=True)):
+        names = styles[rng.choice(NAME_STYLES[1:]) if variety.names and rng.random() < variety.names else "full"]
+        present = _unique(names[label] for label in task.labels if chunk.entities_of(label))
+        absent = [name for name in _unique(names[label] for label in task.labels) if name not in present]
+        if present and absent and variety.omit_present and rng.random() < variety.omit_present:
+            present = rng.sample(present, rng.randint(0, len(present) - 1))
         cap = len(absent) if absent_labels == -1 else min(absent_labels, len(absent))
         shown = present + rng.sample(absent, rng.randint(0, cap))
         if not shown:
             shown = [rng.choice(absent)]
         rng.shuffle(shown)
-        shown_context = PromptContext(tuple(shown), context.definitions, context.examples)
+        definitions = _renamed_definitions(context.definitions, names)
+        if variety.definitions < 1.0 and rng.random() >= variety.definitions:
+            definitions = {}
+        examples = context.examples
+        if not examples and variety.demonstrations and rng.random() < variety.demonstrations and len(chunks) > 1:
+            count = min(rng.randint(1, variety.shots), len(short) - 1)
+            picked = [i for i in rng.sample(short, count + 1) if i != index][:count]  # never the chunk itself
+            examples = tuple(_annotated(chunks[i], names) for i in picked)
+        shown_context = PromptContext(tuple(shown), definitions, examples)
         prefix = task.template.prompt_prefix(JOINT_LABEL, shown_context)
-        places = [(label, task.template.label_offset(label, shown_context)) for label in present]
-        completion = task.template.completion([(e.text, e.label_) for e in chunk.entities])
-        entities = list(chunk.entities)
+        places = [(name, task.template.label_offset(name, shown_context)) for name in present]
+        entities = [e for e in chunk.entities if names[e.label_] in present]
+        completion = task.template.completion([(e.text, names[e.label_]) for e in entities])
         record = _Record(chunk, prefix, chunk.requests[0], places, entities, completion, JOINT_LABEL, task.labels)
         _add_record(record, chunk, JOINT_LABEL, max_length, tokenizer, encoder, records)
     return records
+
+
+NAME_STYLES = ("full", "coarse", "fine")
+"""How a record names the labels (`PromptVariety.names`): as they are, by the part before the first `-`, by the
+part after it."""
+
+
+def label_names(labels: Sequence[str], style: str) -> dict[str, str]:
+    """Each label's name in `style` (`NAME_STYLES`). A label without `-` keeps its name; "coarse" merges the labels of
+    one coarse type under its name; "fine" keeps the full name of a label whose fine part another label shares
+    (`person-other`, `building-other`), and of one whose fine part is another label's name."""
+    if style == "full":
+        return {label: label for label in labels}
+    if style == "coarse":
+        return {label: label.split("-", 1)[0] if "-" in label else label for label in labels}
+    if style != "fine":
+        raise ValueError(f"Unknown label name style {style!r}: use one of {list(NAME_STYLES)}.")
+    fine = {label: label.split("-", 1)[1] if "-" in label else label for label in labels}
+    counts = Counter(fine.values())
+    return {
+        label: name if counts[name] == 1 and (name == label or name not in fine) else label
+        for label, name in fine.items()
+    }
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _renamed_definitions(definitions: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:
+    """The definitions under the record's label names; a name that merges several labels has none."""
+    merged = Counter(names.values())
+    return {names[label]: text for label, text in definitions.items() if label in names and merged[names[label]] == 1}
+
+
+def _annotated(chunk: GoldChunk, names: Mapping[str, str]) -> tuple[str, dict[str, list[str]]]:
+    """A gold chunk as a demonstration: its text and, per (renamed) label, its entity strings in order."""
+    entities: dict[str, list[str]] = {}
+    for entity in chunk.entities:
+        entities.setdefault(names[entity.label_], []).append(entity.text)
+    return chunk.text, entities
 
 
 def _add_record(

@@ -104,7 +104,7 @@ def test_ship_adapter_writes_half_weights_a_portable_config_and_a_card(tmp_path,
         "CC BY-SA 4.0",
         "Steps: 20",
         "seed 0",
-        "2.500 at step 10",
+        "2.500 at step 10 ->",
         "0.900 at step 20",
         "| base | 41.00 |",
         '"adapter": "fsner-demo"',
@@ -122,8 +122,32 @@ def test_ship_adapter_refuses_what_would_not_travel_or_is_too_big(tmp_path, tiny
     with pytest.raises(ValueError, match="more than the 1,000 a shipped adapter may"):
         ship_adapter(run, tmp_path / "b", data="d", licence="l")
     assert not (tmp_path / "b").exists()
-    with pytest.raises(FileNotFoundError, match="not a finished training run"):
+    with pytest.raises(FileNotFoundError, match="neither a finished training run .* nor one of its checkpoints"):
         ship_adapter(tmp_path, tmp_path / "c", data="d", licence="l")
+
+
+def test_ship_adapter_from_a_checkpoint_of_a_run_still_going(tmp_path, tiny_model_dir) -> None:
+    checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-40"
+    lora_model(tiny_model_dir).save_pretrained(checkpoint)
+    state = {"global_step": 40, "epoch": 0.25, "log_history": [{"loss": 3.0, "step": 20}, {"loss": 1.5, "step": 40}]}
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    flat = {
+        "components.fsner.model.name": "smollm2-135m-instruct",
+        "components.fsner.template.@misc": "spacy_fsner.JointTemplate.v1",
+        "train.seed": 0,
+        "train.batch_size": 8,
+        "train.learning_rate": 0.0003,
+        "train.lora.r": 4,
+        "train.variety.names": 0.3,
+    }
+    (checkpoint.parent / "run.json").write_text(json.dumps({"config": flat, "inputs": {}}))
+    target = ship_adapter(checkpoint, tmp_path / "fsner-early", data="Few-NERD", licence="CC BY-SA 4.0")
+    card = (target / "README.md").read_text()
+    for text in ("Steps: 40 of batch 8", "epoch 0.250", "LoRA r 4", "'names': 0.3", "1.500 at step 40"):
+        assert text in card, text
+    assert (
+        json.loads((target / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m-instruct"
+    )
 
 
 def test_a_shipped_adapter_loads_by_name_and_travels_in_a_saved_pipeline(tmp_path, tiny_model_dir, monkeypatch) -> None:

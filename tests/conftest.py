@@ -65,6 +65,7 @@ def fsner_config(model_dir: Path, **model_settings) -> dict:
     return {
         "labels": ["PER", "LOC"],
         "label_definitions": {"PER": "a specific person's name", "LOC": "a named place"},
+        "template": {"@misc": "spacy_fsner.CLLMFSTemplate.v1"},  # the per-label machinery (the default is joint)
         "model": {
             "@llm_models": "spacy_fsner.CausalLM.v1",
             "name": str(model_dir),

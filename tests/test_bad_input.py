@@ -29,9 +29,9 @@ def test_bad_labels(tiny_model_dir, labels, definitions, message):
         _add(config)
 
 
-def test_missing_model_setting():
+def test_model_set_to_none():
     with pytest.raises(ValueError, match="needs a `model`, e.g. model="):
-        _add({"labels": ["PER"]})
+        _add({"labels": ["PER"], "model": None})
 
 
 def test_model_path_that_does_not_exist(tmp_path):

@@ -25,6 +25,7 @@ def _scripted(answers: dict, **settings) -> spacy.Language:
         config={
             "labels": ["PER", "LOC"],
             "model": {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": answers},
+            "template": {"@misc": "spacy_fsner.CLLMFSTemplate.v1"},  # answers are per label
             **settings,
         },
     )

@@ -26,6 +26,7 @@ def constant_scorer():
 
 def _fsner(nlp: spacy.Language, name: str = "fsner", answers: dict | None = None, **settings):
     config = {"labels": ["PER", "LOC"], "model": {"@llm_models": SCRIPTED, "answers": answers or {}}, **settings}
+    config.setdefault("template", {"@misc": "spacy_fsner.CLLMFSTemplate.v1"})  # answers are per label
     return nlp.add_pipe("fsner", name=name, config=config)
 
 

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from spacy_fsner.cli import app
 from spacy_fsner.data.readers import read_docs
 
+CLLMFS = {"@misc": "spacy_fsner.CLLMFSTemplate.v1"}  # the scripted answers are per label
+
 
 def write(tmp_path, name: str, text: str | bytes):
     path = tmp_path / name
@@ -300,7 +302,7 @@ def _scripted(labels):
 
     nlp = spacy.blank("en")
     model = {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": {}}
-    nlp.add_pipe("fsner", config={"labels": labels, "model": model})
+    nlp.add_pipe("fsner", config={"labels": labels, "model": model, "template": CLLMFS})
     return nlp
 
 
@@ -360,7 +362,11 @@ def test_losses_of_many_docs_are_one_warning_per_pipe_call():
     answers = {f"PER|{text}": [["Carl", -1.0]] for text in texts[:3]}
     nlp.add_pipe(
         "fsner",
-        config={"labels": ["PER"], "model": {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": answers}},
+        config={
+            "labels": ["PER"],
+            "model": {"@llm_models": "spacy_fsner.test.ScriptedLM.v1", "answers": answers},
+            "template": CLLMFS,
+        },
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

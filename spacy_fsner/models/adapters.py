@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+BASE_MODEL = "smollm2-135m-instruct"
+"""The base model of the shipped base adapter (a fetch-model name: fetched on first use)."""
+
+BASE_ADAPTER = "fsner-base-smollm2"
+"""The shipped base adapter: a LoRA on SmolLM2-135M-Instruct trained for the joint template on Few-NERD (its card:
+`spacy_fsner/adapters/fsner-base-smollm2/README.md`); the `fsner` factory's default model uses it."""
+
 SHIPPED = Path(__file__).resolve().parents[1] / "adapters"
 """Where the shipped adapters lie: one folder per adapter (`adapter_config.json`, weights, `README.md` card)."""
 

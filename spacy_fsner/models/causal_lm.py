@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from ..decoding.generator import ConstrainedGenerator, GeneratorConfig
 from ..log import logger
 from ..ty import DocGenerations, DocPrompts
-from .adapters import adapter_location
+from .adapters import BASE_ADAPTER, BASE_MODEL, adapter_location
 from .loading import (
     attach_adapter,
     check_model_source,
@@ -205,3 +205,15 @@ def causal_lm_v1(
         prefix_cache=prefix_cache,
     )
     return CausalLM(name, adapter, resolve_dtype(dtype, resolved), resolved, config, trust_remote_code, revision)
+
+
+@llm_registry.llm_models("spacy_fsner.BaseModel.v1")
+def base_model_v1(
+    dtype: str = "auto", device: str = "auto", batch_size: int | None = None, max_new_tokens: int = 128
+) -> CausalLM:
+    """The `fsner` factory's default model: SmolLM2-135M-Instruct (a fetch-model name, fetched on first use) with
+    the shipped base adapter (`fsner-base-smollm2`, trained for `spacy_fsner.JointTemplate.v1`). Its own registered
+    name, so that a config naming `spacy_fsner.CausalLM.v1` never inherits this adapter."""
+    return causal_lm_v1(
+        BASE_MODEL, BASE_ADAPTER, dtype=dtype, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )

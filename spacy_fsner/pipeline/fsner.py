@@ -30,14 +30,18 @@ ModelCallable = Callable[[Iterable[Iterable[DocPrompts]]], Iterable[Iterable[Doc
 
 _MODEL_HINT = "{'@llm_models': 'spacy_fsner.CausalLM.v1', 'name': 'models/tiny'}"
 
+DEFAULT_MODEL = {"@llm_models": "spacy_fsner.BaseModel.v1"}
+"""The factory's model when a config gives none: SmolLM2-135M-Instruct (fetched on first use) with the shipped base
+adapter, trained for the joint template (the factory's default template)."""
+
 
 @Language.factory(
     "fsner",
     default_config={
         "labels": [],
         "label_definitions": {},
-        "template": {"@misc": "spacy_fsner.CLLMFSTemplate.v1"},
-        "model": None,
+        "template": {"@misc": "spacy_fsner.JointTemplate.v1"},
+        "model": DEFAULT_MODEL,
         "max_chunk_tokens": MAX_CHUNK_TOKENS,
         "overwrite_ents": False,
         "spans_key": "fsner",

@@ -316,3 +316,14 @@ def test_evaluate_command_fine_tunes_per_episode(tiny_model_dir, tmp_path, share
     assert settings["n_episodes"] == 1
     assert settings["adaptation"]["@misc"] == "spacy_fsner.FineTuneAdaptation.v1"
     assert settings["adaptation"]["steps"] == 2
+    command = ["evaluate", str(tmp_path / "pipeline"), str(episodes), "--limit", "1", "--fine-tune-steps", "2"]
+    result = CliRunner().invoke(
+        app, [*command, "--fine-tune-objective", "attention", "--output", str(tmp_path / "a.json")]
+    )
+    assert result.exit_code == 0, result.output
+    adaptation = json.loads((tmp_path / "a.json").read_text())["settings"]["adaptation"]
+    assert adaptation["objectives"]["cl_attention"]["@misc"] == "spacy_fsner.AttentionContrastive.v1"
+    result = CliRunner().invoke(app, [*command[:-2], "--fine-tune-objective", "attention"])
+    assert result.exit_code == 1 and "together with --fine-tune-steps N" in result.output
+    result = CliRunner().invoke(app, [*command, "--fine-tune-objective", "dpo"])
+    assert result.exit_code == 1 and "use one of attention, hidden" in result.output

@@ -6,6 +6,12 @@ import typer
 
 from ._app import app, reported
 
+FINE_TUNE_OBJECTIVES = {
+    "attention": {"cl_attention": {"@misc": "spacy_fsner.AttentionContrastive.v1"}},
+    "hidden": {"cl_hidden": {"@misc": "spacy_fsner.HiddenStateContrastive.v1"}},
+}
+"""`--fine-tune-objective`: the contrastive term added to the per-episode fine-tuning (OBP-LLM's, CLLMFS's)."""
+
 RETRIEVERS = {
     "word": "spacy_fsner.WordRetriever.v1",
     "sentence": "spacy_fsner.SentenceRetriever.v1",
@@ -42,6 +48,12 @@ def evaluate_command(
         help="episodes: train a LoRA adapter on each episode's support set for this many steps "
         "(spacy_fsner.FineTuneAdaptation.v1) instead of in-prompt demonstrations (0)",
     ),
+    fine_tune_objective: str | None = typer.Option(
+        None,
+        "--fine-tune-objective",
+        help="with --fine-tune-steps: add a contrastive objective to the episode's training: attention (OBP-LLM) "
+        "or hidden (CLLMFS)",
+    ),
     retriever: str | None = typer.Option(
         None,
         "--retriever",
@@ -64,8 +76,15 @@ def evaluate_command(
     with reported(ValueError, OSError):  # bad data or protocol; OSError: spaCy cannot load the pipeline
         nlp = pipeline
         overrides: dict = {}
+        if fine_tune_objective is not None and (fine_tune_objective not in FINE_TUNE_OBJECTIVES or not fine_tune_steps):
+            raise ValueError(
+                f"--fine-tune-objective {fine_tune_objective!r}: use one of {', '.join(FINE_TUNE_OBJECTIVES)}, "
+                "together with --fine-tune-steps N."
+            )
         if fine_tune_steps:
             adaptation = {"@misc": "spacy_fsner.FineTuneAdaptation.v1", "steps": fine_tune_steps}
+            if fine_tune_objective is not None:
+                adaptation["objectives"] = FINE_TUNE_OBJECTIVES[fine_tune_objective]
             overrides[f"components.{component or 'fsner'}.adaptation"] = adaptation
         if retriever is not None:
             if retriever not in RETRIEVERS:

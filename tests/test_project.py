@@ -1,8 +1,10 @@
 """project.yml: every workflow is runnable as written, and the training smoke workflow runs end to end.
 
-The smoke run copies the project (project.yml, configs, assets) into a temporary directory and runs
-`spacy project run smoke-train` there on the tiny random Llama with the smallest budgets: the same commands as the
-default workflow `all` (in-context baseline, SFT + attention CL, DPO, evaluation, comparison), minus fetching.
+The smoke runs copy the project (project.yml, configs, assets) into a temporary directory and run a workflow there
+on the tiny random Llama with the smallest budgets: `smoke-train` the commands of the default workflow `all`
+(untrained in context, base adapter in context, base adapter + episode fine-tuning, comparison, wheel), with a base
+adapter trained on the shipped sample in place of the shipped one; `smoke-obp` those of `obp` (in-context baseline,
+SFT + attention CL, DPO, evaluation, comparison), minus fetching.
 """
 
 from __future__ import annotations
@@ -32,18 +34,25 @@ def test_workflow_steps_are_commands(project):
         assert not missing, f"workflow {name} names unknown commands {missing}"
 
 
-def test_all_is_the_training_workflow(project):
-    """The default workflow trains and evaluates before and after, as the README promises."""
+def test_all_is_the_product_workflow(project):
+    """The default workflow scores untrained, base adapter and base adapter + episode fine-tuning on the same episodes,
+    compares them and packages the base pipeline, as the README promises; `obp` trains and scores OBP-LLM."""
     steps = project["workflows"]["all"]
     assert steps[0] == "fetch-model"
     for earlier, later in [
-        ("evaluate-episodes", "train-obp-sft"),
-        ("train-obp-sft", "train-obp-dpo"),
-        ("train-obp-dpo", "evaluate-obp"),
-        ("evaluate-obp", "compare"),
-        ("train-obp-dpo", "package"),
+        ("episodes", "evaluate-untrained"),
+        ("evaluate-untrained", "compare-base"),
+        ("evaluate-base", "compare-base"),
+        ("evaluate-base-tuned", "compare-base"),
+        ("assemble-base", "package"),
     ]:
         assert steps.index(earlier) < steps.index(later)
+    assert "--paths.adapter ${vars.base_adapter}" in " ".join(
+        next(c for c in project["commands"] if c["name"] == "assemble-base")["script"]
+    )
+    assert project["vars"]["base_adapter"] == "fsner-base-smollm2"
+    obp = project["workflows"]["obp"]
+    assert obp.index("train-obp-sft") < obp.index("train-obp-dpo") < obp.index("evaluate-obp") < obp.index("compare")
 
 
 def test_deps_come_from_earlier_steps(project):
@@ -85,6 +94,32 @@ def run_workflow(tmp_path, workflow: str, variables: dict) -> None:
 def test_smoke_train_workflow(tmp_path):
     budget = {
         "base_model": "models/tiny",
+        "base_adapter": "training/base/adapter",
+        "base_steps": 2,
+        "train_batch": 2,
+        "episode_steps": 1,
+        "episodes": 2,
+    }
+    run_workflow(tmp_path, "smoke-train", budget)
+    rows = [line for line in (tmp_path / "metrics" / "compare.md").read_text().splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[2:]] == [
+        "| untrained (in context)",
+        "| base adapter (in context)",
+        "| base adapter + episode fine-tuning",
+    ]
+    assert all(row.split(" | ")[6] != "-" for row in rows[2:]), "each F1 with its interval"
+    tuned = json.loads((tmp_path / "metrics" / "episodes_base_tuned.json").read_text())["settings"]
+    assert tuned["adaptation"]["objectives"]["cl_attention"]["@misc"] == "spacy_fsner.AttentionContrastive.v1"
+    base = spacy.load(tmp_path / "pipelines" / "base")
+    assert (tmp_path / "pipelines" / "base" / "fsner" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+    assert base.get_pipe("fsner").task.joint
+    assert list((tmp_path / "packages" / "en_fsner_base-0.1.0" / "dist").glob("*.whl"))
+
+
+@pytest.mark.slow
+def test_smoke_obp_workflow(tmp_path):
+    budget = {
+        "base_model": "models/tiny",
         "sft_steps": 2,
         "dpo_steps": 1,
         "train_batch": 2,
@@ -92,7 +127,7 @@ def test_smoke_train_workflow(tmp_path):
         "feedback_docs": 2,
         "episodes": 1,
     }
-    run_workflow(tmp_path, "smoke-train", budget)
+    run_workflow(tmp_path, "smoke-obp", budget)
     rows = [line for line in (tmp_path / "metrics" / "compare.md").read_text().splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[2:]] == [
         "| in context (base model)",

@@ -56,8 +56,17 @@ def evaluate_command(
         1000, "--resamples", help="bootstrap draws of the docs or episodes for F1's 95% interval (0: no interval)"
     ),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap draws"),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        dir_okay=False,
+        help="HTML page (one file, no network): every document's gold and predicted entities side by side, each "
+        "error classified, P/R/F per type, a filter by kind of error",
+    ),
 ) -> None:
-    """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output."""
+    """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output
+    (and the documents with their errors to --report)."""
+    from ..evaluation.html_report import write_report
     from ..evaluation.protocols import evaluate
     from ..evaluation.report import to_json, to_markdown
 
@@ -100,3 +109,6 @@ def evaluate_command(
         typer.echo(f"{settings['component']}: {settings['component_stats']}")
     if output is not None:
         typer.echo(f"wrote {to_json(run.results, settings, output)}")
+    if report is not None:
+        with reported(ValueError, OSError):
+            typer.echo(f"wrote {write_report(run.examples, report, settings=settings)}")

@@ -113,6 +113,7 @@ def test_meta_on_a_directory_without_meta_json_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:fsner.*max_new_tokens ran out:UserWarning")  # the random tiny model never stops
 def test_spacy_package_ships_the_scores_and_the_card_in_the_wheel(tiny_model_dir, tmp_path):
     """One `spacy package --build wheel` of a tiny-model pipeline after `evaluate --meta`: meta.json in the wheel has
     the scores, and the card (description, usage, base model, data, licence) is its README.md and METADATA."""

@@ -41,7 +41,9 @@ def _scripted_nlp() -> spacy.Language:
         for entity, label in entities:
             answers.setdefault(f"{label}|{text}", []).append([entity, -1.0])
     nlp = spacy.blank("en")
-    nlp.add_pipe("fsner", config={"labels": ["PER", "LOC"], "model": {"@llm_models": SCRIPTED, "answers": answers}})
+    model = {"@llm_models": SCRIPTED, "answers": answers}  # answers per label: a template with a prompt per label
+    template = {"@misc": "spacy_fsner.CLLMFSTemplate.v1"}
+    nlp.add_pipe("fsner", config={"labels": ["PER", "LOC"], "model": model, "template": template})
     return nlp
 
 

@@ -178,6 +178,16 @@ def test_the_card_names_an_adapter_inside_the_pipeline_and_where_the_base_model_
     assert "sources" not in meta and "### Training data" not in meta["notes"]
     assert "no training data recorded for the model card" in fsner_log.text
     assert "the package has no licence; give one (evaluate --licence, or licence=)" in fsner_log.text
+    # a model config without a name (a registered default model): the base model CausalLM.to_disk recorded
+    (tmp_path / "pipeline" / "fsner" / "model" / "model.json").write_text(
+        json.dumps({"base_model": "smollm2-135m-instruct", "has_adapter": True}), encoding="utf-8"
+    )
+    meta = json.loads(write_meta(tmp_path / "pipeline", run).read_text(encoding="utf-8"))
+    assert "the causal language model smollm2-135m-instruct with a LoRA adapter" in meta["description"]
+    assert (
+        "- Base model: `smollm2-135m-instruct`: HuggingFaceTB/SmolLM2-135M-Instruct, licence Apache-2.0"
+        in (meta["notes"])
+    )
     smollm2 = _base_model("smollm2-135m-instruct")
     assert "HuggingFaceTB/SmolLM2-135M-Instruct, licence Apache-2.0" in smollm2 and "package index" in smollm2
     assert "a Hugging Face hub id" in _base_model("meta-llama/Llama-3.1-8B")

@@ -95,6 +95,16 @@ def _base_model(name: str | None) -> str:
     return f"`{name}` (a Hugging Face hub id, downloaded on first use; not in the package)"
 
 
+def _saved_base_model(pipeline: Path, component: str | None) -> str | None:
+    """The base model a saved CausalLM names in its `model.json` (`CausalLM.to_disk`), for a model config without a
+    `name` (a registered default model such as the factory's)."""
+    path = pipeline / (component or "") / "model" / "model.json"
+    if component is None or not path.is_file():
+        return None
+    name = json.loads(path.read_text(encoding="utf-8")).get("base_model")
+    return name if isinstance(name, str) else None
+
+
 def _adapter(pipeline: Path, component: str | None, model: Mapping[str, Any]) -> str | None:
     """How the card describes the adapter: inside the pipeline, shipped with spacy-fsner by name, or none."""
     if component is not None and (pipeline / component / "model" / "adapter").is_dir():
@@ -150,7 +160,7 @@ def card(pipeline: str | Path, evaluation: Evaluation, scores: Mapping[str, Any]
     component = _component(config, evaluation)
     settings = config["components"].get(component, {}) if component else {}
     model = settings.get("model") or {}
-    base = model.get("name") if isinstance(model.get("name"), str) else None
+    base = model.get("name") if isinstance(model.get("name"), str) else _saved_base_model(pipeline, component)
     adapter = _adapter(pipeline, component, model)
     labels = list(settings.get("labels") or [])
     what = f"with {adapter}" if adapter else "in context (no adapter)"

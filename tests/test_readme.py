@@ -197,7 +197,8 @@ COMMANDS: dict[str, Callable[[str, Path], None]] = {
         parsed, creates=("training/obp/pipeline",)
     ),
     "python -m spacy_fsner evaluate training/obp/pipeline corpus/episodes.jsonl --protocol fewnerd "
-    "--output metrics/obp.json": parsed,
+    '--output metrics/obp.json --report metrics/obp.html --meta --source "Few-NERD INTER dev sample" '
+    '--source-licence "CC BY-SA 4.0"': parsed,
     "mkdir -p packages": as_written,
     "python -m spacy package training/obp/pipeline packages --build wheel --name fsner_obp --version 0.1.0": parsed,
     # real models offline: a no-op once the model is cached (the block's fixture fetches it first)

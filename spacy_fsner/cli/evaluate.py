@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from ._app import app, reported
+from ._app import app, fail, reported
 
 FINE_TUNE_OBJECTIVES = {
     "attention": {"cl_attention": {"@misc": "spacy_fsner.AttentionContrastive.v1"}},
@@ -68,11 +68,31 @@ def evaluate_command(
         1000, "--resamples", help="bootstrap draws of the docs or episodes for F1's 95% interval (0: no interval)"
     ),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap draws"),
+    report: Path | None = typer.Option(
+        None,
+        "--report",
+        dir_okay=False,
+        help="HTML page (one file, no network): every document's gold and predicted entities side by side, each "
+        "error classified, P/R/F per type, a filter by kind of error",
+    ),
+    meta: bool = typer.Option(
+        False,
+        "--meta",
+        help="write the scores into PIPELINE/meta.json (performance: ents_p/r/f, ents_per_type) with a model card "
+        "(description, usage, base model, data), which `spacy package` carries into the package",
+    ),
+    source: str | None = typer.Option(None, "--source", help="with --meta: the training data, for the card"),
+    source_licence: str | None = typer.Option(None, "--source-licence", help="with --meta: that data's licence"),
+    licence: str | None = typer.Option(None, "--licence", help="with --meta: the package's licence"),
 ) -> None:
-    """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output."""
+    """Run PIPELINE over DATA, print the scores as Markdown tables and write them with the settings to --output
+    (and the documents with their errors to --report)."""
+    from ..evaluation.html_report import write_report
+    from ..evaluation.model_card import write_meta
     from ..evaluation.protocols import evaluate
     from ..evaluation.report import to_json, to_markdown
 
+    _check_meta_options(pipeline, meta, source, source_licence, licence, fine_tune_steps or retriever)
     with reported(ValueError, OSError):  # bad data or protocol; OSError: spaCy cannot load the pipeline
         nlp = pipeline
         overrides: dict = {}
@@ -119,3 +139,34 @@ def evaluate_command(
         typer.echo(f"{settings['component']}: {settings['component_stats']}")
     if output is not None:
         typer.echo(f"wrote {to_json(run.results, settings, output)}")
+    if report is not None:
+        with reported(ValueError, OSError):
+            typer.echo(f"wrote {write_report(run.examples, report, settings=settings)}")
+    if meta:
+        sources = [{"name": source, **({"license": source_licence} if source_licence else {})}] if source else []
+        with reported(ValueError, OSError):
+            typer.echo(f"wrote {write_meta(pipeline, run, sources=sources, licence=licence)}")
+
+
+def _check_meta_options(
+    pipeline: Path, meta: bool, source: str | None, source_licence: str | None, licence: str | None, changed: object
+) -> None:
+    """Before the run: the card's options go with --meta, and --meta records the pipeline as saved."""
+    given = [
+        name
+        for name, value in (("--source", source), ("--source-licence", source_licence), ("--licence", licence))
+        if value
+    ]
+    if given and not meta:
+        fail(f"{', '.join(given)} describe(s) the package for its meta.json: add --meta")
+    if source_licence and not source:
+        fail("--source-licence is the licence of the training data: name that data with --source")
+    if not meta:
+        return
+    if changed:
+        fail(
+            "--meta records the scores of PIPELINE as saved, but --fine-tune-steps/--retriever change it: evaluate "
+            "without them, or save the changed pipeline and evaluate that"
+        )
+    if not (pipeline / "meta.json").is_file():
+        fail(f"{pipeline} has no meta.json: pass a saved pipeline directory (what nlp.to_disk or `train` wrote)")

@@ -35,10 +35,13 @@ DEFAULT_COMPONENT = "fsner"
 
 @dataclass
 class Evaluation:
-    """Scores (the headline first, as `score_all` names them) and the settings that produced them."""
+    """Scores (the headline first, as `score_all` names them), the settings that produced them, and the examples
+    scored: one Example (predicted and gold doc) per document of a corpus, or one list of Examples (the query
+    sentences) per episode; `html_report.write_report(evaluation.examples, path)` shows them."""
 
     results: dict[str, Result | Interval]
     settings: dict[str, Any] = field(default_factory=dict)
+    examples: list[Example] | list[list[Example]] = field(default_factory=list, repr=False)
 
 
 def predict(nlp: Language, gold: Iterable[Doc], *, batch_size: int = 32, progress: bool = False) -> list[Example]:
@@ -298,4 +301,5 @@ def evaluate(
         settings["n_docs"] = sum(len(e.query) for e in episodes)
         settings["types"] = sorted({t for e in episodes for t in e.types})
         settings.update(_component_settings(nlp, name, before))  # its labels: the last episode's types
-    return Evaluation(_headline_first(results, protocol), settings)
+        examples = per_episode
+    return Evaluation(_headline_first(results, protocol), settings, examples)

@@ -114,6 +114,10 @@ def test_smoke_train_workflow(tmp_path):
     assert (tmp_path / "pipelines" / "base" / "fsner" / "model" / "adapter" / "adapter_model.safetensors").is_file()
     assert base.get_pipe("fsner").task.joint
     assert list((tmp_path / "packages" / "en_fsner_base-0.1.0" / "dist").glob("*.whl"))
+    performance = json.loads((tmp_path / "pipelines" / "base" / "meta.json").read_text())["performance"]
+    assert {"ents_f", "ents_p", "ents_r", "ents_per_type"} <= set(performance)
+    report = (tmp_path / "metrics" / "episodes_base.html").read_text()
+    assert "Span-exact scores per type over all query sentences" in report and report.count('class="episode"') == 2
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from peft import PeftConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from .fused_head import score_labelled_positions
 from .preference_pairs import PreferencePair, dpo_dataset
 
 ID_COLUMNS = {"prompt_input_ids": "prompt_ids", "chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"}
@@ -133,6 +134,7 @@ def build_dpo_trainer(
             return data
         return dpo_dataset(data, tokenizer, max_length=args.max_length)
 
+    score_labelled_positions()
     return PreferenceDPOTrainer(
         model,
         args=args,

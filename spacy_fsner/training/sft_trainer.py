@@ -23,6 +23,7 @@ from typing import Any
 from trl import SFTTrainer
 
 from .collator import ContrastiveCollator
+from .fused_head import score_labelled_positions
 from .objectives import OBJECTIVE_COLUMNS, ContrastiveBatch, ContrastiveObjective
 
 
@@ -32,6 +33,7 @@ class ContrastiveSFTTrainer(SFTTrainer):
 
     def __init__(self, *args: Any, objectives: Sequence[ContrastiveObjective] = (), **kwargs: Any) -> None:
         # hooks go on the final model (peft-wrapped by SFTTrainer when `peft_config` is given); collator wrapped
+        score_labelled_positions()
         super().__init__(*args, **kwargs)
         self.objectives = [objective for objective in objectives if objective.enabled]
         names = [objective.name for objective in self.objectives]

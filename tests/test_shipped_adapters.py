@@ -153,12 +153,16 @@ def test_ship_adapter_from_a_checkpoint_of_a_run_still_going(tmp_path, tiny_mode
 def test_a_shipped_adapter_loads_by_name_and_travels_in_a_saved_pipeline(tmp_path, tiny_model_dir, monkeypatch) -> None:
     monkeypatch.setattr(adapters, "SHIPPED", tmp_path / "shipped")
     run = fake_run(tmp_path / "run", tiny_model_dir)
+    table = tmp_path / "scores.md"
+    table.write_text("| configuration | Few-NERD F1 |\n|---|---:|\n| base | 33.30 |\n")
     result = CliRunner().invoke(
         app,
-        ["ship-adapter", str(run), "fsner-demo", "--data", "Few-NERD", "--licence", "CC BY-SA 4.0"],
+        ["ship-adapter", str(run), "fsner-demo", "--data", "Few-NERD", "--licence", "CC BY-SA 4.0"]
+        + ["--scores-table", str(table)],
     )
     assert result.exit_code == 0, result.output
-    assert "shipped fsner-demo" in result.output and (tmp_path / "shipped" / "fsner-demo" / "README.md").is_file()
+    assert "shipped fsner-demo" in result.output
+    assert "| base | 33.30 |" in (tmp_path / "shipped" / "fsner-demo" / "README.md").read_text()
     text = "Angela Merkel visited Paris ."
 
     def outputs(adapter) -> torch.Tensor:

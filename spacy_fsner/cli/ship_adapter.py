@@ -17,6 +17,9 @@ def ship_adapter_command(
     scores: list[str] = typer.Option(
         [], "--scores", help="NAME=FILE: a results file of `evaluate --output` for the card's table (repeatable)."
     ),
+    table: Path | None = typer.Option(
+        None, "--scores-table", exists=True, dir_okay=False, help="A Markdown file of scores for the card, as it is."
+    ),
     command: str = typer.Option("", "--command", help="The training command, for the card (default: from RUN)."),
     to: Path | None = typer.Option(
         None, "--to", file_okay=False, help="Write here instead of the package's adapters folder."
@@ -35,9 +38,12 @@ def ship_adapter_command(
             fail(f"--scores {item!r}: give NAME=FILE with FILE a results file of `evaluate --output`.")
         runs[label] = json.loads(Path(file).read_text(encoding="utf-8"))
     with reported(ValueError, OSError):
-        table = compare_markdown(runs) if runs else None
+        parts = [compare_markdown(runs)] if runs else []
+        if table is not None:
+            parts.append(table.read_text(encoding="utf-8").strip())
+        scores = "\n\n".join(parts) or None
         target = ship_adapter(
-            run, to or SHIPPED / name, data=data, licence=licence, scores=table, command=command or None
+            run, to or SHIPPED / name, data=data, licence=licence, scores=scores, command=command or None
         )
     size = sum(f.stat().st_size for f in target.iterdir())
     typer.echo(f"shipped {name}: {target} ({size:,} bytes)")

@@ -190,3 +190,21 @@ def test_ship_adapter_cli_errors_are_one_line(tmp_path) -> None:
         app, ["ship-adapter", str(tmp_path), "x", "--data", "d", "--licence", "l", "--scores", "base=missing.json"]
     )
     assert result.exit_code == 1 and "give NAME=FILE" in result.output
+
+
+def test_the_factory_defaults_to_smollm2_with_the_base_adapter_and_the_joint_template(tiny_model_dir) -> None:
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("fsner", config={"labels": ["PER", "LOC"]})
+    assert pipe.model.name == "smollm2-135m-instruct" and pipe.model.adapter == "fsner-base-smollm2"
+    assert pipe.task.joint
+    assert nlp.config["components"]["fsner"]["model"] == {
+        "@llm_models": "spacy_fsner.BaseModel.v1",
+        "dtype": "auto",
+        "device": "auto",
+        "batch_size": None,
+        "max_new_tokens": 128,
+    }
+    assert "fsner-base-smollm2" in shipped_adapters(), "the package ships its default adapter"
+    # a config naming CausalLM.v1 does not inherit the default model's adapter
+    other = spacy.blank("en").add_pipe("fsner", config=fsner_config(tiny_model_dir))
+    assert other.model.adapter is None

@@ -208,3 +208,25 @@ def test_the_factory_defaults_to_smollm2_with_the_base_adapter_and_the_joint_tem
     # a config naming CausalLM.v1 does not inherit the default model's adapter
     other = spacy.blank("en").add_pipe("fsner", config=fsner_config(tiny_model_dir))
     assert other.model.adapter is None
+
+
+def test_copying_and_saving_an_adapter_on_a_named_base_does_not_look_up_the_hub(tmp_path, tiny_model_dir, monkeypatch):
+    """PEFT's `save_embedding_layers="auto"` fetches the base model's config from the hub when the adapter names its
+    base by a hub id or fetch-model name: offline, two warnings a user cannot act on per episode and per save."""
+    import warnings
+
+    monkeypatch.setattr(adapters, "SHIPPED", tmp_path / "shipped")
+    ship_adapter(fake_run(tmp_path / "run", tiny_model_dir), tmp_path / "shipped" / "fsner-demo", data="d", licence="l")
+    nlp = spacy.blank("en")
+    config = fsner_config(tiny_model_dir, adapter="fsner-demo", max_new_tokens=4)
+    config["adaptation"] = {"@misc": "spacy_fsner.FineTuneAdaptation.v1", "steps": 1, "batch_size": 1}
+    nlp.add_pipe("fsner", config=config)
+    doc = nlp.make_doc("Barack Obama flew to Berlin .")
+    doc.ents = [doc.char_span(0, 12, label="PER"), doc.char_span(21, 27, label="LOC")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nlp.get_pipe("fsner").adapt([doc], labels=["PER", "LOC"])
+        nlp("Angela Merkel visited Paris .")
+        nlp.to_disk(tmp_path / "pipeline")
+    lookups = [str(w.message) for w in caught if "remote file" in str(w.message) or "config file in" in str(w.message)]
+    assert not lookups, lookups

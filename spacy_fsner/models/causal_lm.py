@@ -160,7 +160,8 @@ class CausalLM:
             return
         shutil.rmtree(target, ignore_errors=True)
         if self.adapter is not None:
-            self._loaded_model.save_pretrained(target, selected_adapters=["default"])
+            # save_embedding_layers: the adapters here train projections only; "auto" looks the base up on the hub
+            self._loaded_model.save_pretrained(target, selected_adapters=["default"], save_embedding_layers=False)
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> CausalLM:
         """Point the model at the pipeline's own tokenizer and adapter (loaded on first use); `exclude`: "tokenizer"

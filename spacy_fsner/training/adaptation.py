@@ -153,7 +153,8 @@ def episode_model(loaded, lora: LoraSettings, seed: int = 0) -> tuple[Any, Calla
         config = copy.deepcopy(loaded.peft_config[original])
         config.inference_mode = False
         loaded.add_adapter(EPISODE_ADAPTER, config)
-        state = get_peft_model_state_dict(loaded, adapter_name=original)
+        # no embedding layers to save (LoRA on projections); "auto" would look the base model up on the hub
+        state = get_peft_model_state_dict(loaded, adapter_name=original, save_embedding_layers=False)
         set_peft_model_state_dict(loaded, state, adapter_name=EPISODE_ADAPTER)
         loaded.set_adapter(EPISODE_ADAPTER)  # active and trainable; every other adapter frozen
 

@@ -181,7 +181,8 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
         trainer.remove_hooks()
     adapter = output / "adapter"
     shutil.rmtree(adapter, ignore_errors=True)
-    trainer.model.save_pretrained(adapter, selected_adapters=["default"])  # not DPO's frozen `ref` copy
+    # not DPO's frozen `ref` copy; no embedding layers (LoRA on projections: "auto" looks the base up on the hub)
+    trainer.model.save_pretrained(adapter, selected_adapters=["default"], save_embedding_layers=False)
     history = trainer.state.log_history
     component = stage.nlp.get_pipe("fsner")
     pipeline = _save_pipeline(

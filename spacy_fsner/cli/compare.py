@@ -21,7 +21,7 @@ def compare_command(
         raise typer.BadParameter(f"--names gives {len(labels)} names for {len(results)} files: give one per file.")
     if len(set(labels)) != len(labels):
         raise typer.BadParameter(f"--names has repeated names ({names!r}): give each file its own name.")
-    runs = {label: _results(path) for label, path in zip(labels, results, strict=True)}
+    runs = {label: results_file(path) for label, path in zip(labels, results, strict=True)}
     with reported(ValueError):
         table = compare_markdown(runs)
     typer.echo(table)
@@ -30,7 +30,7 @@ def compare_command(
         output.write_text(table + "\n", encoding="utf-8")
 
 
-def _results(path: Path) -> dict:
+def results_file(path: Path) -> dict:
     """The results of one `evaluate --output` file; `error: ...` and exit 1 for a file that is not one."""
     try:
         results = json.loads(path.read_text(encoding="utf-8"))

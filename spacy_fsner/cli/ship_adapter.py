@@ -1,11 +1,11 @@
 """`python -m spacy_fsner ship-adapter`: put a trained adapter into the package, found by name, with its card."""
 
-import json
 from pathlib import Path
 
 import typer
 
 from ._app import app, fail, reported
+from .compare import results_file
 
 
 @app.command("ship-adapter")
@@ -36,7 +36,7 @@ def ship_adapter_command(
         label, _, file = item.partition("=")
         if not file or not Path(file).is_file():
             fail(f"--scores {item!r}: give NAME=FILE with FILE a results file of `evaluate --output`.")
-        runs[label] = json.loads(Path(file).read_text(encoding="utf-8"))
+        runs[label] = results_file(Path(file))
     with reported(ValueError, OSError):
         parts = [compare_markdown(runs)] if runs else []
         if table is not None:

@@ -21,6 +21,7 @@ from spacy.training import Example
 
 from .counts import PRF
 from .errors import KIND_NAMES, KINDS, EntityError, classify
+from .report import percent
 from .scores import span_exact
 
 PALETTE = (
@@ -137,16 +138,12 @@ def _document(number: int, heading: str, example: Example, errors: list[EntityEr
     )
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
 def _scores_table(examples: Sequence[Example]) -> str:
     scores = span_exact(examples)
     rows = [("all types (micro)", scores.micro), *scores.per_type.items()]
 
     def row(name: str, prf: PRF) -> str:
-        cells = [escape(name), _pct(prf.p), _pct(prf.r), _pct(prf.f), prf.tp, prf.fp, prf.fn, prf.tp + prf.fn]
+        cells = [escape(name), percent(prf.p), percent(prf.r), percent(prf.f), prf.tp, prf.fp, prf.fn, prf.tp + prf.fn]
         return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 
     header = "".join(f"<th>{h}</th>" for h in ("type", "P (%)", "R (%)", "F (%)", "TP", "FP", "FN", "gold"))

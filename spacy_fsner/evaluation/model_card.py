@@ -26,6 +26,7 @@ from confection import Config
 
 from ..log import logger
 from ..models.fetch import SOURCES
+from ..models.loading import travels
 from .protocols import Evaluation
 from .report import as_plain
 
@@ -87,7 +88,7 @@ def _base_model(name: str | None) -> str:
             f"`{name}`: {source.original}, licence {source.licence}; not in the package, fetched from the Python "
             "package index into the model cache on first use"
         )
-    if Path(name).expanduser().is_absolute() or Path(name).expanduser().exists():
+    if not travels(name):
         return (
             f"`{name}`, a local directory: it is not in the package, so on another machine load the pipeline with "
             '`spacy.load(NAME, config={"components.fsner.model.name": "NEW_DIR"})`'

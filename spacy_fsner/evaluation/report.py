@@ -65,7 +65,8 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _pct(value: float) -> str:
+def percent(value: float) -> str:
+    """A share in [0, 1] as a percentage with two decimals (the tables' number format)."""
     return f"{100 * value:.2f}"
 
 
@@ -76,11 +77,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _prf_row(name: str, values: Mapping[str, Any]) -> list[str]:
     counts = [str(values[k]) if k in values else "-" for k in _COUNT_COLUMNS]
-    return [_cell(name), *(_pct(values[k]) for k in _PRF_COLUMNS), *counts]
+    return [_cell(name), *(percent(values[k]) for k in _PRF_COLUMNS), *counts]
 
 
 def _interval_text(values: Mapping[str, Any]) -> str:
-    return f"{_pct(values['low'])}-{_pct(values['high'])}"
+    return f"{percent(values['low'])}-{percent(values['high'])}"
 
 
 def _interval_row(name: str, values: Mapping[str, Any]) -> list[str]:
@@ -88,7 +89,7 @@ def _interval_row(name: str, values: Mapping[str, Any]) -> list[str]:
     resampled = f"{values['n_units']} {values['unit']}, {values.get('resamples', '?')} draws"
     return [
         _cell(name.removesuffix("_interval")),
-        _pct(values["estimate"]),
+        percent(values["estimate"]),
         f"{level}: {_interval_text(values)}",
         resampled,
     ]
@@ -106,7 +107,7 @@ def to_markdown(results: Results) -> str:
         elif all(k in values for k in _PRF_COLUMNS):
             overall.append(_prf_row(name, values))
         elif all(k in values for k in ("rate", "count", "n_pred")):
-            boundary.append([_cell(name), _pct(values["rate"]), str(values["count"]), str(values["n_pred"])])
+            boundary.append([_cell(name), percent(values["rate"]), str(values["count"]), str(values["n_pred"])])
         else:
             raise ValueError(
                 f"cannot render result {name!r}: expected keys p, r, f (optionally tp, fp, fn, per_type) "
@@ -151,9 +152,9 @@ def compare_markdown(runs: Mapping[str, Mapping[str, Any]]) -> str:
             [
                 _cell(name),
                 _cell(headline),
-                *(_pct(score[k]) for k in _PRF_COLUMNS),
+                *(percent(score[k]) for k in _PRF_COLUMNS),
                 "-" if interval is None else _interval_text(interval),
-                "-" if boundary is None else _pct(boundary),
+                "-" if boundary is None else percent(boundary),
                 ratio,
             ]
         )

@@ -242,8 +242,7 @@ def _joint_records(
     all) of the absent ones, shuffled; at least one label. The demonstrations are the chunk's, as the task
     renders them (showing only the record's labels), or with `variety`, other chunks some of the time; `variety`
     also leaves out present labels (and their entities), drops the definitions and renames the labels some of the
-    time (random draws only for what it varies, so
-    the default records are those of a run without it)."""
+    time (random draws only for what it varies, so the default records are those of a run without it)."""
     contexts = [context for doc_contexts in task.chunk_contexts(docs) for context in doc_contexts]
     chunks = list(gold_chunks(docs, task))
     # demonstrations come from the shorter half of the chunks: a record stays within a few times a sentence's length

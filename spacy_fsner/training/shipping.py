@@ -111,9 +111,11 @@ def ship_adapter(
     added as it is."""
     from safetensors.torch import load_file, save_file
 
+    from ..models.loading import travels
+
     facts = RunFacts.read(Path(run))
     target = Path(target)
-    if Path(facts.base).expanduser().is_absolute() or Path(facts.base).expanduser().exists():
+    if not travels(facts.base):
         raise ValueError(
             f"The run's base model is the local path '{facts.base}', which does not travel with the package: train "
             "with a fetch-model name or hub id as --paths.base_model."

@@ -7,8 +7,10 @@ resumes where it stopped. The table gives, per setting (N-way K-shot), each conf
 episodes) with its 95% bootstrap interval (episodes resampled), and its paired difference from the first
 configuration with the interval of that difference (the same draws for both; an interval without 0 tells them
 apart). A configuration is `NAME:key=value,...` over an in-context pipeline (`template` cllmfs|alpaca|shared,
-`model` a fetch name or directory, `adapter` a LoRA directory, `retriever` word|sentence|span|random with `k`),
-or `NAME:pipeline=DIR` for a saved pipeline (a trained one).
+`model` a fetch name or directory, `adapter` a LoRA directory or shipped adapter's name, `retriever`
+word|sentence|span|random with `k`, `max_new_tokens`; `fine_tune` N: a LoRA trained N steps on each episode's support
+set, continuing `adapter`, with `objective` attention|hidden|hidden-noise added and the support set also as
+demonstrations when `demonstrations=true`), or `NAME:pipeline=DIR` for a saved pipeline (a trained one).
 
     python -m bench.paired_episodes --configs cllmfs:template=cllmfs shared:template=shared --shots 1 5 --n 100
 """
@@ -26,7 +28,18 @@ if TYPE_CHECKING:  # spaCy and the library are imported where they are used: --h
     from spacy.language import Language
 
 TEST_SENTENCES = Path("../shared/data/fewnerd/inter_sentences/test-inter.txt")
-KEYS = ("template", "model", "adapter", "retriever", "k", "pipeline", "max_new_tokens")
+KEYS = (
+    "template",
+    "model",
+    "adapter",
+    "retriever",
+    "k",
+    "pipeline",
+    "max_new_tokens",
+    "fine_tune",
+    "objective",
+    "demonstrations",
+)
 
 
 def parse_config(spec: str) -> tuple[str, dict[str, str]]:
@@ -57,9 +70,31 @@ def build(settings: dict[str, str]) -> Language:
     config = {"labels": ["entity"], "template": template, "model": model}  # each episode's `adapt` sets its types
     if "retriever" in settings:
         config["retriever"] = {"@misc": RETRIEVERS[settings["retriever"]], "k": int(settings.get("k", 3))}
+    if "fine_tune" in settings:
+        config["adaptation"] = fine_tuning(settings)
     nlp = spacy.blank("en")
     nlp.add_pipe("fsner", config=config)
     return nlp
+
+
+def fine_tuning(settings: dict[str, str]) -> dict:
+    """The `adaptation` block of a configuration with `fine_tune` (steps), `objective` and `demonstrations`."""
+    from spacy_fsner.cli.evaluate import FINE_TUNE_OBJECTIVES
+
+    objective = settings.get("objective")
+    if objective is not None and objective not in FINE_TUNE_OBJECTIVES:
+        raise SystemExit(f"objective={objective!r}: use one of {list(FINE_TUNE_OBJECTIVES)}")
+    demonstrations = settings.get("demonstrations", "false").lower()
+    if demonstrations not in ("true", "false"):
+        raise SystemExit(f"demonstrations={demonstrations!r}: use true or false")
+    adaptation = {
+        "@misc": "spacy_fsner.FineTuneAdaptation.v1",
+        "steps": int(settings["fine_tune"]),
+        "demonstrations": demonstrations == "true",
+    }
+    if objective is not None:
+        adaptation["objectives"] = FINE_TUNE_OBJECTIVES[objective]
+    return adaptation
 
 
 def episodes_file(output: Path, ways: int, shots: int, n: int, seed: int) -> Path:

@@ -141,3 +141,25 @@ def test_paired_episodes_refuses_unknown_settings():
     assert parse_config("x:template=shared,k=3") == ("x", {"template": "shared", "k": "3"})
     with pytest.raises(SystemExit, match="keys from"):
         parse_config("x:temperature=1")
+
+
+def test_paired_episodes_fine_tuning_settings_make_a_fine_tune_adaptation():
+    """`fine_tune`, `objective` and `demonstrations` become the `adaptation` block that spaCy resolves into a
+    FineTuneAdaptation with those steps, that contrastive term (CLLMFS's with its noise view) and demonstrations."""
+    from spacy.util import registry
+
+    from bench.paired_episodes import fine_tuning
+    from spacy_fsner.training.adaptation import FineTuneAdaptation
+
+    block = fine_tuning({"fine_tune": "8", "objective": "hidden-noise", "demonstrations": "true"})
+    adaptation = registry.resolve({"a": block})["a"]
+    assert isinstance(adaptation, FineTuneAdaptation)
+    assert adaptation.steps == 8 and adaptation.demonstrations
+    (objective,) = adaptation.objectives
+    assert type(objective).__name__ == "HiddenStateContrastive" and objective.noise
+    plain = registry.resolve({"a": fine_tuning({"fine_tune": "3"})})["a"]
+    assert plain.steps == 3 and not plain.demonstrations and not plain.objectives
+    with pytest.raises(SystemExit, match="objective='dpo'"):
+        fine_tuning({"fine_tune": "8", "objective": "dpo"})
+    with pytest.raises(SystemExit, match="true or false"):
+        fine_tuning({"fine_tune": "8", "demonstrations": "yes"})

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import SMOLLM2, TEMPLATES, base_parser, set_threads
+from bench.common import SMOLLM2, TEMPLATES, base_parser, paired_table, set_threads
 
 if TYPE_CHECKING:  # spaCy and the library are imported where they are used: --help stays fast
     from spacy.language import Language
@@ -131,33 +131,6 @@ def run(nlp: Language, episodes: list, counts_file: Path) -> list[dict]:
     return done
 
 
-def table(rows: dict[str, list[dict]], resamples: int) -> list[str]:
-    """Markdown rows: F1 with its interval, and the paired difference from the first configuration."""
-    import numpy as np
-
-    from spacy_fsner.evaluation.intervals import bootstrap_f1
-
-    counts = {name: np.array([[r["tp"], r["fp"], r["fn"]] for r in done]) for name, done in rows.items()}
-    first = next(iter(counts))
-    lines = []
-    for name, these in counts.items():
-        f1 = bootstrap_f1(these, resamples=resamples)
-        difference = "-" if name == first else _difference(these, counts[first], resamples)
-        seconds = sum(r["seconds"] for r in rows[name]) / len(rows[name])
-        lines.append(
-            f"| {name} | {100 * f1.estimate:.2f} | {100 * f1.low:.2f}-{100 * f1.high:.2f} | {difference} | "
-            f"{int(these[:, 0].sum())}/{int(these[:, 1].sum())}/{int(these[:, 2].sum())} | {seconds:.1f} |"
-        )
-    return lines
-
-
-def _difference(counts, baseline, resamples: int) -> str:
-    from spacy_fsner.evaluation.intervals import paired_difference
-
-    d = paired_difference(counts, baseline, resamples=resamples)
-    return f"{100 * d.estimate:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f})"
-
-
 def main() -> None:
     parser = base_parser(__doc__, threads=2)
     parser.add_argument("--configs", nargs="+", required=True, help="NAME:key=value,... (the first is the baseline)")
@@ -187,10 +160,7 @@ def main() -> None:
             f"\n{args.ways}-way {shots}~{2 * shots}-shot, {args.n} Few-NERD INTER test episodes (seed {args.seed}), "
             f"{threads} threads; intervals: 95% bootstrap over episodes ({args.resamples} draws)\n"
         )
-        first = next(iter(rows))
-        print(f"| configuration | Few-NERD F1 | 95% interval | paired difference from {first} | TP/FP/FN | s/episode |")
-        print("|---|---:|---:|---:|---:|---:|")
-        print("\n".join(table(rows, args.resamples)))
+        print("\n".join(paired_table(rows, args.resamples, score="Few-NERD F1", unit="episode")))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ def test_the_bench_scripts_are_all_here():
         "el4ner_rules",
         "fused_head",
         "incontext_quality",
+        "new_domain",
         "objective_overhead",
         "paired_episodes",
         "random_llama",
@@ -163,3 +164,27 @@ def test_paired_episodes_fine_tuning_settings_make_a_fine_tune_adaptation():
         fine_tuning({"fine_tune": "8", "objective": "dpo"})
     with pytest.raises(SystemExit, match="true or false"):
         fine_tuning({"fine_tune": "8", "demonstrations": "yes"})
+
+
+def test_new_domain_training_sentences_are_unique_and_never_test_sentences(tmp_path, monkeypatch):
+    """The support sets' sentences once each, none of the test sentences among them; the test sentences are the
+    first N of the test file."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    import bench.new_domain as new_domain
+
+    gum = tmp_path / "gum"
+    (gum / "support_proml" / "5shot").mkdir(parents=True)
+    (gum / "support_container_bio" / "1shot").mkdir(parents=True)
+    (gum / "gum-test.txt").write_text("I\tGATE-person\nran\tO\n\nWe\tGATE-person\nsat\tO\n\nHe\tGATE-person\nate\tO")
+    (gum / "support_proml" / "5shot" / "0.txt").write_text(
+        "I\tGATE-person\nran\tO\n\nDogs\tGATE-animal\nbark\tO\n\nDogs\tGATE-animal\nbark\tO\n"
+    )
+    (gum / "support_container_bio" / "1shot" / "0.txt").write_text("He\tB-person\nate\tO\n\nRice\tB-plant\ngrows\tO\n")
+    monkeypatch.setattr(new_domain, "GUM", gum)
+    train, test = new_domain.prepare(tmp_path / "out", test_sentences=2)
+    vocab = spacy.blank("en").vocab
+    texts = {path: [d.text for d in DocBin().from_disk(path).get_docs(vocab)] for path in (train, test)}
+    assert texts[test] == ["I ran", "We sat"]
+    assert sorted(texts[train]) == ["Dogs bark", "He ate", "Rice grows"]  # "I ran" is a test sentence

@@ -121,7 +121,8 @@ def connect(ray: Any, settings: Any) -> bool:
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = False  # the run's own bar counts documents
+    context.enable_progress_bars = False  # the run's own bar counts documents ...
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ... without Ray's note about its own
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return False
@@ -137,8 +138,8 @@ def connect(ray: Any, settings: Any) -> bool:
     if settings.gpus_per_worker > gpus:
         ray.shutdown()
         raise ValueError(
-            f"--gpus-per-worker {settings.gpus_per_worker}: this machine has {gpus:g} GPUs for Ray; use 0 on a "
-            "machine without one"
+            f"--gpus-per-worker {settings.gpus_per_worker:g}: Ray finds {gpus:g} GPUs on this machine, so no worker "
+            f"would ever start; use at most {gpus:g} (0 without a GPU)"
         )
     return True
 

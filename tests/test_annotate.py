@@ -214,6 +214,20 @@ def test_a_rerun_with_other_settings_or_input_is_refused(blank_pipeline, finishe
     assert code == 0 and message == f"2 docs in 2 shards in {output}: 0 written now, 2 written before"
 
 
+def test_a_run_that_wrote_no_shard_starts_afresh(blank_pipeline, tmp_path):
+    """A first run stopped before its first shard (here: a pipeline that does not load) holds nothing to resume:
+    the next run, with a working pipeline, starts over instead of refusing the changed pipeline."""
+    source, output = _write(tmp_path / "in.txt", "a\nb\n"), tmp_path / "out"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    _write(broken / "config.cfg", '[nlp]\nlang = "xx-no-such-language"\n')
+    code, message = _cli(broken, source, output)
+    assert code == 1 and message.startswith("error: ") and (output / MANIFEST).is_file() and not shard_paths(output)
+    code, message = _cli(blank_pipeline, source, output)
+    assert code == 0 and message == f"2 docs in 1 shards in {output}: 1 written now"
+    assert json.loads((output / MANIFEST).read_text())["pipeline_path"] == str(blank_pipeline)
+
+
 def _write(path: Path, content: str) -> Path:
     path.write_text(content, encoding="utf-8")
     return path

@@ -61,10 +61,6 @@ def annotate_on_ray(
     """Annotate the `pending` shards on Ray as `settings` (a `run.RaySettings`) say, calling `write(index, bytes)`
     for each shard as it arrives and `advance(n_docs)` after it."""
     ray = import_ray()
-    if settings.address == "local":
-        import spacy
-
-        spacy.load(pipeline)  # the actors' load, checked here first (model weights load lazily, so this is quick)
     started = connect(ray, settings)
     try:
         import pyarrow as pa

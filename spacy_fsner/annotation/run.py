@@ -17,6 +17,7 @@ from itertools import count, islice
 from pathlib import Path
 
 import spacy
+from spacy.language import Language
 
 from ..log import logger
 from ..models.fetch import tree_sha256
@@ -105,12 +106,15 @@ def annotate(
             logger.info(f"annotate: resuming {output}: {len(done)} of {total} shards done, {total - len(done)} to go")
         pending = _pending_shards(read_records(scan.path), shard_size, done)
         done_docs = sum(min(shard_size, scan.n_docs - index * shard_size) for index in done)
+        if total == len(done):
+            return Annotation(output, scan.n_docs, total, 0, len(done), resumed)
+        # the pipeline loads before the progress bar starts: an error is then one line. Here it is the pipeline that
+        # annotates; for a local Ray instance, a quick check of what the actors will load (weights load lazily)
+        nlp = spacy.load(pipeline) if ray is None or ray.address == "local" else None
         with _progress(progress, scan.n_docs, done_docs) as advance:
-            if total > len(done) and ray is None:
-                _annotate_here(
-                    pipeline, pending, shards.write, advance, batch_size=batch_size, output_format=output_format
-                )
-            elif total > len(done):
+            if ray is None:
+                _annotate_here(nlp, pending, shards.write, advance, batch_size=batch_size, output_format=output_format)
+            else:
                 from .ray_runner import annotate_on_ray
 
                 annotate_on_ray(
@@ -146,7 +150,7 @@ def _pending_shards(records: Iterator[Record], shard_size: int, done: set[int]) 
 
 
 def _annotate_here(
-    pipeline: str | Path,
+    nlp: Language,
     pending: Iterator[tuple[int, list[Record]]],
     write: Callable[[int, bytes], object],
     advance: Callable[[int], object],
@@ -154,9 +158,7 @@ def _annotate_here(
     batch_size: int,
     output_format: str,
 ) -> None:
-    """The local path: the pipeline loaded once in this process, each pending shard annotated and written in turn
-    (the progress advancing per document)."""
-    nlp = spacy.load(pipeline)
+    """The local path: each pending shard annotated by `nlp` and written in turn (the progress advancing per doc)."""
     for index, records in pending:
         write(index, annotate_shard(nlp, records, batch_size=batch_size, output_format=output_format, on_doc=advance))
 

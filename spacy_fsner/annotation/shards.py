@@ -90,7 +90,8 @@ def read_docs(output: str | Path, vocab: Vocab) -> Iterator[Doc]:
 @contextmanager
 def open_run(output: Path, manifest: dict[str, Any]) -> Iterator[bool]:
     """OUTPUT for this run, locked while the run lives: created with `manifest`, or, when it holds a run's shards
-    already, checked against that run's manifest (resume). Yields whether the run resumes.
+    already, checked against that run's manifest (resume). Yields whether the run resumes. A run that wrote no
+    shard (stopped by a pipeline that does not load, say) leaves nothing to protect: it is started afresh.
 
     A ValueError names the fix when OUTPUT holds other files, was started with other settings, or is in use by
     another run (the lock is released when the process ends, even if it is killed).
@@ -102,7 +103,7 @@ def open_run(output: Path, manifest: dict[str, Any]) -> Iterator[bool]:
         )
     output.mkdir(parents=True, exist_ok=True)
     with _locked(output):
-        if record.is_file():
+        if record.is_file() and shard_paths(output):
             _check_manifest(output, manifest)
             yield True
             return

@@ -74,7 +74,7 @@ def annotate_on_ray(
             ShardAnnotator,
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=settings.workers),
+            compute=ray.data.ActorPoolStrategy(size=min(settings.workers, len(refs))),  # no idle actors
             num_cpus=settings.cpus_per_worker,
             num_gpus=settings.gpus_per_worker or None,
             fn_constructor_kwargs={

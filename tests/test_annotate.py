@@ -303,7 +303,8 @@ def test_ray_settings_are_checked():
 
 
 def test_a_worker_error_is_reported_as_the_workers_own_error():
-    ray = pytest.importorskip("ray")
+    import ray  # the test extra installs it
+
     from spacy_fsner.annotation.ray_runner import worker_error
 
     try:
@@ -330,7 +331,8 @@ other processes fill the memory above 95%, which turns a 30-second test into a f
 def test_the_command_starts_and_stops_its_own_local_ray(blank_pipeline, tmp_path, monkeypatch):
     """`--ray-address local` starts Ray (CPUs for the workers) and shuts it down, here after refusing GPUs the
     machine does not have (workers that ask for them would wait forever)."""
-    ray = pytest.importorskip("ray")
+    import ray  # the test extra installs it
+
     assert not ray.is_initialized()
     for name, value in RAY_TEST_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
@@ -355,7 +357,8 @@ def test_the_command_starts_and_stops_its_own_local_ray(blank_pipeline, tmp_path
 def local_ray(monkeypatch):
     """A Ray instance of 2 CPUs in this process, shut down after the test. Its workers inherit this process's
     environment, so they import the same spacy_fsner (from PYTHONPATH or the installed package)."""
-    ray = pytest.importorskip("ray")
+    import ray  # the test extra installs it
+
     for name, value in RAY_TEST_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
     ray.init(num_cpus=2, **RAY_TEST_SETTINGS)

@@ -32,6 +32,7 @@ def test_the_bench_scripts_are_all_here():
         "retrieval_quality",
         "training_cost",
         "training_objectives",
+        "vllm_vs_hf",
     ]
 
 

@@ -16,7 +16,7 @@ Each sentence's span-exact counts are kept (JSONL per pipeline: a stopped run re
 checkpoints); the table gives F1 with its 95% bootstrap interval over sentences and the paired difference from the
 untrained pipeline.
 
-    python -m bench.new_domain --test-sentences 300 --scratch
+    python -m bench.new_domain --test-sentences 300 --epochs 1
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ def untrained(adapter: str | None):
     return nlp
 
 
-def trained(train: Path, adapter: str | None, output: Path):
-    """`configs/target.cfg` on the training sentences, continuing `adapter` (None: a new LoRA); its pipeline."""
+def trained(train: Path, adapter: str | None, output: Path, epochs: float | None):
+    """`configs/target.cfg` on the training sentences (for `epochs`, None: the config's), continuing `adapter`
+    (None: a new LoRA); its pipeline."""
     import spacy
 
     from spacy_fsner.training.run import run_training
@@ -99,6 +100,8 @@ def trained(train: Path, adapter: str | None, output: Path):
             "components.fsner.labels": list(DEFINITIONS),
             **{f"components.fsner.label_definitions.{k}": v for k, v in DEFINITIONS.items()},
         }
+        if epochs is not None:
+            overrides["train.epochs"] = epochs
         run_training(REPO / "configs" / "target.cfg", output, overrides)
     return spacy.load(output / "pipeline")
 
@@ -128,6 +131,7 @@ def main() -> None:
     parser = base_parser(__doc__, threads=2)
     parser.add_argument("--test-sentences", type=int, default=300)
     parser.add_argument("--scratch", action="store_true", help="also train a new LoRA from SmolLM2 alone")
+    parser.add_argument("--epochs", type=float, default=None, help="training epochs (default: target.cfg's)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per nlp.pipe batch")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap draws")
     parser.add_argument("--output", type=Path, default=Path("bench/results/new_domain"))
@@ -139,10 +143,12 @@ def main() -> None:
     pipelines = {
         "untrained": lambda: untrained(None),
         "base adapter": lambda: untrained(BASE_ADAPTER),
-        "base adapter + GUM training": lambda: trained(train, BASE_ADAPTER, args.output / "target-base"),
+        "base adapter + GUM training": lambda: trained(train, BASE_ADAPTER, args.output / "target-base", args.epochs),
     }
     if args.scratch:
-        pipelines["new LoRA, GUM training only"] = lambda: trained(train, None, args.output / "target-scratch")
+        pipelines["new LoRA, GUM training only"] = lambda: trained(
+            train, None, args.output / "target-scratch", args.epochs
+        )
     rows = {}
     for name, build in pipelines.items():
         counts_file = args.output / f"{name.replace(' ', '_').replace(',', '')}.jsonl"

@@ -44,3 +44,18 @@ def decode_generated(data: bytes) -> str:
     copy of the input. Invalid bytes elsewhere (only an unconstrained model writes them) become U+FFFD.
     """
     return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data, final=False)
+
+
+def encode_parts(
+    tokenizer: PreTrainedTokenizerBase, prefixes: dict[str, list[int]], prefix: str, suffix: str, tail: str
+) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of a prompt's prefix (with the tokenizer's special tokens), suffix and tail, each encoded on its own
+    (`encode_prompt`), which keeps every cached part valid; `prefixes` caches the prefixes' ids (bounded: retrieved
+    demonstrations make a prefix per sentence)."""
+    ids = prefixes.get(prefix)
+    if ids is None:
+        if len(prefixes) >= 4096:
+            prefixes.clear()
+        ids = prefixes[prefix] = encode_prompt(tokenizer, prefix)[0]
+    _, suffix_ids, tail_ids = encode_prompt(tokenizer, "", suffix, tail)
+    return ids, suffix_ids, tail_ids

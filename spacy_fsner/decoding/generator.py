@@ -27,7 +27,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..ty import Generation, GenerationRequest, ResponseFormat
 from .constraint import StateSet, SubstringConstraint
-from .encoding import decode_generated, encode_prompt
+from .encoding import decode_generated, encode_parts
 from .hf_generate import generate_naive
 from .kv_rows import Rows
 from .prefix_tree import Leaf, merge_lone_roots
@@ -80,13 +80,7 @@ class ConstrainedGenerator:
     def encode(self, request: GenerationRequest) -> tuple[list[int], list[int], list[int]]:
         """Token ids of prefix (with the tokenizer's special tokens), suffix and tail, each encoded separately
         (`encode_prompt`), which keeps every cached part valid. Prefixes are encoded once."""
-        prefix = self._prefix_ids.get(request.prefix)
-        if prefix is None:
-            if len(self._prefix_ids) >= 4096:  # retrieved demonstrations make a prefix per sentence: stay bounded
-                self._prefix_ids.clear()
-            prefix = self._prefix_ids[request.prefix] = encode_prompt(self.tokenizer, request.prefix)[0]
-        _, suffix, tail = encode_prompt(self.tokenizer, "", request.suffix, request.tail)
-        return prefix, suffix, tail
+        return encode_parts(self.tokenizer, self._prefix_ids, request.prefix, request.suffix, request.tail)
 
     def constraint(self, request: GenerationRequest) -> SubstringConstraint:
         return SubstringConstraint(request.fmt, request.source, request.starts, request.ends, self.trie)

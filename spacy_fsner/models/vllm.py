@@ -32,7 +32,7 @@ from spacy_llm.registry import registry as llm_registry
 from transformers import PreTrainedTokenizerBase
 
 from ..decoding.constraint import SubstringConstraint
-from ..decoding.encoding import encode_prompt
+from ..decoding.encoding import encode_parts
 from ..decoding.generator import generation_from_tokens
 from ..decoding.grammar import response_grammar
 from ..decoding.vocab import TokenTrie
@@ -133,12 +133,9 @@ class VLLMModel:
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The prompt's token ids, as the Hugging Face path feeds them (`encode_prompt`: the prefix with special
         tokens, suffix and tail each encoded on its own); prefixes are encoded once."""
-        prefix = self._prefix_ids.get(request.prefix)
-        if prefix is None:
-            if len(self._prefix_ids) >= 4096:  # retrieved demonstrations make a prefix per sentence: stay bounded
-                self._prefix_ids.clear()
-            prefix = self._prefix_ids[request.prefix] = encode_prompt(self.tokenizer, request.prefix)[0]
-        _, suffix, tail = encode_prompt(self.tokenizer, "", request.suffix, request.tail)
+        prefix, suffix, tail = encode_parts(
+            self.tokenizer, self._prefix_ids, request.prefix, request.suffix, request.tail
+        )
         return prefix + suffix + tail
 
     def _complete(self, request: GenerationRequest, ids: list[int]) -> Generation:

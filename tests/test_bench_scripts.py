@@ -20,6 +20,7 @@ WITHOUT_THREADS = {"random_llama"}  # builds a model on --device; no CPU-bound w
 
 def test_the_bench_scripts_are_all_here():
     assert SCRIPTS == [
+        "ddp_throughput",
         "el4ner_rules",
         "fused_head",
         "incontext_quality",

@@ -102,7 +102,7 @@ def main() -> None:
         for n in counts
     ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"settings": vars(args) | {"data": str(args.data)}, "rows": rows}, indent=2))
+    args.output.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2, default=str))
     global_batch = args.batch_size * args.accumulation
     print(
         f"\n{args.model}, {args.variant}: {args.steps} steps of {global_batch} records (global batch), "

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 
 from .collator import ContrastiveCollator
@@ -79,6 +80,20 @@ class ContrastiveSFTTrainer(SFTTrainer):
         local = step * self.args.gradient_accumulation_steps + seen
         return local * self.accelerator.num_processes + self.accelerator.process_index
 
+    def _get_train_sampler(self, train_dataset=None):
+        """transformers' sampler; `group_by_length` on several processes groups by the global batch and draws its
+        order from a generator seeded with the run's seed. (transformers draws it from the global random state, which
+        parts ways between processes as soon as LoRA's dropout has drawn masks for batches of other shapes: from the
+        second epoch on, the processes would deal out different orders, some records twice and others never.) On one
+        process it is left as transformers makes it, so that a run started before keeps its order when resumed."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and self.args.world_size > 1:
+            per_process = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            sampler.batch_size = per_process * self.args.world_size  # the global batch
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            sampler.generator = torch.Generator().manual_seed(seed)
+        return sampler
+
     def _set_signature_columns_if_needed(self) -> None:
         # keep the objective columns, which `remove_unused_columns` would drop (not inputs of the model's forward)
         super()._set_signature_columns_if_needed()
@@ -118,7 +133,7 @@ class ContrastiveSFTTrainer(SFTTrainer):
         finally:
             for objective in self.objectives:
                 objective.reset()
-                objective.sharded_model = None
+                objective.batch_index, objective.sharded_model = None, None
         # means over the processes (every process gathers, every micro-batch: the same collectives everywhere); with
         # num_items_in_batch TRL's NLL is already scaled by the number of processes, so its mean is the run's NLL
         gathered = self.accelerator.gather(torch.stack(values)[None]).float().mean(0).tolist()

@@ -89,7 +89,11 @@ class HiddenStateContrastive(ContrastiveObjective):
     target, like a stop-gradient branch), only over the sequences with an entity token, each cut after its own last
     one and packed into one row (no padding), and stops right after the chosen layer (a hook raises), so it costs
     less than (layer_index + 1) / num_layers of one forward pass and no backward and no LM head; with
-    `noise_grad=True` both views are trained (SimCSE-style) and the backward of that partial pass is paid too.
+    `noise_grad=True` both views are trained (SimCSE-style) and the backward of that partial pass is paid too. On a
+    sharded model (FSDP, DeepSpeed ZeRO-3) it runs the whole model instead, through its wrapper (see `noise_view`).
+
+    Random draws (noise, sampled negatives) come from `random()`: seeded per micro-batch in training, so that a run
+    draws the same on any number of processes.
     """
 
     def __init__(

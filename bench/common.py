@@ -132,3 +132,32 @@ def el4ner_pipeline(
         },
     )
     return nlp
+
+
+def paired_table(rows: dict[str, list[dict]], resamples: int, *, score: str, unit: str) -> list[str]:
+    """A Markdown table of configurations run on the same units (episodes or documents), each a list of
+    `{"tp", "fp", "fn", "seconds"}` per unit: F1 with its 95% bootstrap interval (units resampled), the paired
+    difference from the first configuration with its interval (the same draws for both), the counts and the mean
+    seconds per unit."""
+    import numpy as np
+
+    from spacy_fsner.evaluation.intervals import bootstrap_f1, paired_difference
+
+    counts = {name: np.array([[r["tp"], r["fp"], r["fn"]] for r in done]) for name, done in rows.items()}
+    first = next(iter(counts))
+    lines = [
+        f"| configuration | {score} | 95% interval | paired difference from {first} | TP/FP/FN | s/{unit} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, these in counts.items():
+        f1 = bootstrap_f1(these, resamples=resamples)
+        difference = "-"
+        if name != first:
+            d = paired_difference(these, counts[first], resamples=resamples)
+            difference = f"{100 * d.estimate:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f})"
+        seconds = sum(r["seconds"] for r in rows[name]) / len(rows[name])
+        lines.append(
+            f"| {name} | {100 * f1.estimate:.2f} | {100 * f1.low:.2f}-{100 * f1.high:.2f} | {difference} | "
+            f"{int(these[:, 0].sum())}/{int(these[:, 1].sum())}/{int(these[:, 2].sum())} | {seconds:.1f} |"
+        )
+    return lines

@@ -7,8 +7,10 @@ resumes where it stopped. The table gives, per setting (N-way K-shot), each conf
 episodes) with its 95% bootstrap interval (episodes resampled), and its paired difference from the first
 configuration with the interval of that difference (the same draws for both; an interval without 0 tells them
 apart). A configuration is `NAME:key=value,...` over an in-context pipeline (`template` cllmfs|alpaca|shared,
-`model` a fetch name or directory, `adapter` a LoRA directory, `retriever` word|sentence|span|random with `k`),
-or `NAME:pipeline=DIR` for a saved pipeline (a trained one).
+`model` a fetch name or directory, `adapter` a LoRA directory or shipped adapter's name, `retriever`
+word|sentence|span|random with `k`, `max_new_tokens`; `fine_tune` N: a LoRA trained N steps on each episode's support
+set, continuing `adapter`, with `objective` attention|hidden|hidden-noise added and the support set also as
+demonstrations when `demonstrations=true`), or `NAME:pipeline=DIR` for a saved pipeline (a trained one).
 
     python -m bench.paired_episodes --configs cllmfs:template=cllmfs shared:template=shared --shots 1 5 --n 100
 """
@@ -20,13 +22,24 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import SMOLLM2, TEMPLATES, base_parser, set_threads
+from bench.common import SMOLLM2, TEMPLATES, base_parser, paired_table, set_threads
 
 if TYPE_CHECKING:  # spaCy and the library are imported where they are used: --help stays fast
     from spacy.language import Language
 
 TEST_SENTENCES = Path("../shared/data/fewnerd/inter_sentences/test-inter.txt")
-KEYS = ("template", "model", "adapter", "retriever", "k", "pipeline", "max_new_tokens")
+KEYS = (
+    "template",
+    "model",
+    "adapter",
+    "retriever",
+    "k",
+    "pipeline",
+    "max_new_tokens",
+    "fine_tune",
+    "objective",
+    "demonstrations",
+)
 
 
 def parse_config(spec: str) -> tuple[str, dict[str, str]]:
@@ -57,9 +70,31 @@ def build(settings: dict[str, str]) -> Language:
     config = {"labels": ["entity"], "template": template, "model": model}  # each episode's `adapt` sets its types
     if "retriever" in settings:
         config["retriever"] = {"@misc": RETRIEVERS[settings["retriever"]], "k": int(settings.get("k", 3))}
+    if "fine_tune" in settings:
+        config["adaptation"] = fine_tuning(settings)
     nlp = spacy.blank("en")
     nlp.add_pipe("fsner", config=config)
     return nlp
+
+
+def fine_tuning(settings: dict[str, str]) -> dict:
+    """The `adaptation` block of a configuration with `fine_tune` (steps), `objective` and `demonstrations`."""
+    from spacy_fsner.cli.evaluate import FINE_TUNE_OBJECTIVES
+
+    objective = settings.get("objective")
+    if objective is not None and objective not in FINE_TUNE_OBJECTIVES:
+        raise SystemExit(f"objective={objective!r}: use one of {list(FINE_TUNE_OBJECTIVES)}")
+    demonstrations = settings.get("demonstrations", "false").lower()
+    if demonstrations not in ("true", "false"):
+        raise SystemExit(f"demonstrations={demonstrations!r}: use true or false")
+    adaptation = {
+        "@misc": "spacy_fsner.FineTuneAdaptation.v1",
+        "steps": int(settings["fine_tune"]),
+        "demonstrations": demonstrations == "true",
+    }
+    if objective is not None:
+        adaptation["objectives"] = FINE_TUNE_OBJECTIVES[objective]
+    return adaptation
 
 
 def episodes_file(output: Path, ways: int, shots: int, n: int, seed: int) -> Path:
@@ -96,33 +131,6 @@ def run(nlp: Language, episodes: list, counts_file: Path) -> list[dict]:
     return done
 
 
-def table(rows: dict[str, list[dict]], resamples: int) -> list[str]:
-    """Markdown rows: F1 with its interval, and the paired difference from the first configuration."""
-    import numpy as np
-
-    from spacy_fsner.evaluation.intervals import bootstrap_f1
-
-    counts = {name: np.array([[r["tp"], r["fp"], r["fn"]] for r in done]) for name, done in rows.items()}
-    first = next(iter(counts))
-    lines = []
-    for name, these in counts.items():
-        f1 = bootstrap_f1(these, resamples=resamples)
-        difference = "-" if name == first else _difference(these, counts[first], resamples)
-        seconds = sum(r["seconds"] for r in rows[name]) / len(rows[name])
-        lines.append(
-            f"| {name} | {100 * f1.estimate:.2f} | {100 * f1.low:.2f}-{100 * f1.high:.2f} | {difference} | "
-            f"{int(these[:, 0].sum())}/{int(these[:, 1].sum())}/{int(these[:, 2].sum())} | {seconds:.1f} |"
-        )
-    return lines
-
-
-def _difference(counts, baseline, resamples: int) -> str:
-    from spacy_fsner.evaluation.intervals import paired_difference
-
-    d = paired_difference(counts, baseline, resamples=resamples)
-    return f"{100 * d.estimate:+.2f} ({100 * d.low:+.2f} to {100 * d.high:+.2f})"
-
-
 def main() -> None:
     parser = base_parser(__doc__, threads=2)
     parser.add_argument("--configs", nargs="+", required=True, help="NAME:key=value,... (the first is the baseline)")
@@ -152,10 +160,7 @@ def main() -> None:
             f"\n{args.ways}-way {shots}~{2 * shots}-shot, {args.n} Few-NERD INTER test episodes (seed {args.seed}), "
             f"{threads} threads; intervals: 95% bootstrap over episodes ({args.resamples} draws)\n"
         )
-        first = next(iter(rows))
-        print(f"| configuration | Few-NERD F1 | 95% interval | paired difference from {first} | TP/FP/FN | s/episode |")
-        print("|---|---:|---:|---:|---:|---:|")
-        print("\n".join(table(rows, args.resamples)))
+        print("\n".join(paired_table(rows, args.resamples, score="Few-NERD F1", unit="episode")))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ WITHOUT_THREADS = {"random_llama"}  # builds a model on --device; no CPU-bound w
 
 def test_the_bench_scripts_are_all_here():
     assert SCRIPTS == [
+        "annotate_throughput",
         "ddp_throughput",
         "el4ner_rules",
         "fused_head",
         "incontext_quality",
+        "new_domain",
         "objective_overhead",
         "paired_episodes",
         "random_llama",
@@ -31,6 +33,7 @@ def test_the_bench_scripts_are_all_here():
         "retrieval_quality",
         "training_cost",
         "training_objectives",
+        "vllm_vs_hf",
     ]
 
 
@@ -142,3 +145,49 @@ def test_paired_episodes_refuses_unknown_settings():
     assert parse_config("x:template=shared,k=3") == ("x", {"template": "shared", "k": "3"})
     with pytest.raises(SystemExit, match="keys from"):
         parse_config("x:temperature=1")
+
+
+def test_paired_episodes_fine_tuning_settings_make_a_fine_tune_adaptation():
+    """`fine_tune`, `objective` and `demonstrations` become the `adaptation` block that spaCy resolves into a
+    FineTuneAdaptation with those steps, that contrastive term (CLLMFS's with its noise view) and demonstrations."""
+    from spacy.util import registry
+
+    from bench.paired_episodes import fine_tuning
+    from spacy_fsner.training.adaptation import FineTuneAdaptation
+
+    block = fine_tuning({"fine_tune": "8", "objective": "hidden-noise", "demonstrations": "true"})
+    adaptation = registry.resolve({"a": block})["a"]
+    assert isinstance(adaptation, FineTuneAdaptation)
+    assert adaptation.steps == 8 and adaptation.demonstrations
+    (objective,) = adaptation.objectives
+    assert type(objective).__name__ == "HiddenStateContrastive" and objective.noise
+    plain = registry.resolve({"a": fine_tuning({"fine_tune": "3"})})["a"]
+    assert plain.steps == 3 and not plain.demonstrations and not plain.objectives
+    with pytest.raises(SystemExit, match="objective='dpo'"):
+        fine_tuning({"fine_tune": "8", "objective": "dpo"})
+    with pytest.raises(SystemExit, match="true or false"):
+        fine_tuning({"fine_tune": "8", "demonstrations": "yes"})
+
+
+def test_new_domain_training_sentences_are_unique_and_never_test_sentences(tmp_path, monkeypatch):
+    """The support sets' sentences once each, none of the test sentences among them; the test sentences are the
+    first N of the test file."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    import bench.new_domain as new_domain
+
+    gum = tmp_path / "gum"
+    (gum / "support_proml" / "5shot").mkdir(parents=True)
+    (gum / "support_container_bio" / "1shot").mkdir(parents=True)
+    (gum / "gum-test.txt").write_text("I\tGATE-person\nran\tO\n\nWe\tGATE-person\nsat\tO\n\nHe\tGATE-person\nate\tO")
+    (gum / "support_proml" / "5shot" / "0.txt").write_text(
+        "I\tGATE-person\nran\tO\n\nDogs\tGATE-animal\nbark\tO\n\nDogs\tGATE-animal\nbark\tO\n"
+    )
+    (gum / "support_container_bio" / "1shot" / "0.txt").write_text("He\tB-person\nate\tO\n\nRice\tB-plant\ngrows\tO\n")
+    monkeypatch.setattr(new_domain, "GUM", gum)
+    train, test = new_domain.prepare(tmp_path / "out", test_sentences=2)
+    vocab = spacy.blank("en").vocab
+    texts = {path: [d.text for d in DocBin().from_disk(path).get_docs(vocab)] for path in (train, test)}
+    assert texts[test] == ["I ran", "We sat"]
+    assert sorted(texts[train]) == ["Dogs bark", "He ate", "Rice grows"]  # "I ran" is a test sentence

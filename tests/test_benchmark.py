@@ -126,3 +126,22 @@ def test_benchmark_runs_end_to_end_on_a_tiny_model(tmp_path):
         line = f"| shared | {record['labels']} | {record['path']} |"
         (row,) = [r for r in result.output.splitlines() if r.startswith(line)]
         assert int(row.split("|")[10]) == sum(map(len, record["ents"]))
+
+
+def test_tables_set_the_joint_template_against_the_per_label_naive_loop():
+    """With the joint template beside a per-label one: per label count, the per-label naive loop's seconds per
+    sentence against the joint template's nlp.pipe, and their ratio; none without the joint template."""
+    rows = [
+        Row("cllmfs", n, {"naive": _run(seconds, 1, [[]]), "pipe": _run(1.0, 2, [[], []])}, 100.0, True)
+        for n, seconds in ((4, 2.0), (18, 9.0))
+    ] + [
+        Row("joint", n, {"naive": _run(1.0, 1, [[]]), "pipe": _run(seconds, 2, [[], []])}, 100.0, True)
+        for n, seconds in ((4, 0.5), (18, 0.6))
+    ]
+    result = Throughput(rows, Path("data.txt"), 2, "a model", "cpu", 1, 4, 256, 8192, [4, 18], ["cllmfs", "joint"])
+    text = format_tables(result)
+    assert "| 4 | cllmfs | 2.000 | 0.250 | 8.00x |" in text
+    assert "| 18 | cllmfs | 9.000 | 0.300 | 30.00x |" in text
+    assert "- joint: 1.20x" in text  # its own 18 / 4 labels line
+    alone = Throughput(rows[:2], Path("data.txt"), 2, "a model", "cpu", 1, 4, 256, 8192, [4, 18], ["cllmfs"])
+    assert "per-label naive loop" not in format_tables(alone)

@@ -28,6 +28,7 @@ def _entry_points() -> dict[str, dict[str, str]]:
 def test_each_entry_point_resolves():
     import spacy_llm  # noqa: F401  (creates the llm_* registries)
 
+    import spacy_fsner.models.vllm  # noqa: F401  (the same for spacy_fsner.VLLM.v1)
     import spacy_fsner.prompts.el4ner  # noqa: F401  (its names are found before the entry points are reinstalled)
 
     entry_points = _entry_points()

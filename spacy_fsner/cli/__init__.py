@@ -9,6 +9,7 @@ from ._app import app
 __all__ = ["app"]
 
 from . import (  # noqa: E402,F401  (register the commands)
+    annotate,
     benchmark,
     compare,
     convert,

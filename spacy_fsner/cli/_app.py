@@ -8,7 +8,8 @@ app = typer.Typer(
     name="spacy_fsner",
     help="Few-shot NER for spaCy: fetch real models (fetch-model) or build a tiny one (tiny-model), convert data "
     "(convert), sample episodes (sample-episodes), train (train), evaluate (evaluate), compare scores (compare) and "
-    "measure throughput (benchmark), and ship a trained adapter inside the package (ship-adapter).",
+    "measure throughput (benchmark), ship a trained adapter inside the package (ship-adapter), and annotate a corpus "
+    "into resumable shards, here or on a Ray cluster (annotate).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

@@ -36,8 +36,10 @@ def benchmark(
     model: str = typer.Option(
         "smollm2-135m-instruct", help="Model directory, fetch-model name or hub id; 'tiny': a random 4-layer Llama."
     ),
-    adapter: Path | None = typer.Option(
-        None, help="A LoRA adapter directory (`train`'s DIR/adapter) on the model: a trained pipeline's speed."
+    adapter: str | None = typer.Option(
+        None,
+        help="A LoRA adapter on the model, a directory (`train`'s DIR/adapter) or a shipped adapter's name "
+        "(fsner-base-smollm2): a trained pipeline's speed.",
     ),
     short_labels: bool = typer.Option(
         False, help="Rename Few-NERD types to their fine part (person-athlete -> athlete; --extra-labels too)."

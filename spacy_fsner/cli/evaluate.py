@@ -9,6 +9,7 @@ from ._app import app, fail, reported
 FINE_TUNE_OBJECTIVES = {
     "attention": {"cl_attention": {"@misc": "spacy_fsner.AttentionContrastive.v1"}},
     "hidden": {"cl_hidden": {"@misc": "spacy_fsner.HiddenStateContrastive.v1"}},
+    "hidden-noise": {"cl_hidden": {"@misc": "spacy_fsner.HiddenStateContrastive.v1", "noise": True}},
 }
 """`--fine-tune-objective`: the contrastive term added to the per-episode fine-tuning (OBP-LLM's, CLLMFS's)."""
 
@@ -52,7 +53,7 @@ def evaluate_command(
         None,
         "--fine-tune-objective",
         help="with --fine-tune-steps: add a contrastive objective to the episode's training: attention (OBP-LLM) "
-        "or hidden (CLLMFS)",
+        "hidden (CLLMFS) or hidden-noise (CLLMFS with its noised second view)",
     ),
     retriever: str | None = typer.Option(
         None,

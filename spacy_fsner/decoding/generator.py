@@ -365,12 +365,21 @@ class ConstrainedGenerator:
     def generation(
         self, token_ids: list[int], logprobs: list[float], finished: bool, fmt: ResponseFormat
     ) -> Generation:
-        pieces = [self.trie.token_bytes[t] or b"" for t in token_ids]
-        ends, total = [], 0
-        for piece in pieces:
-            total += len(piece)
-            ends.append(total)
-        return Generation(decode_generated(b"".join(pieces)), token_ids, logprobs, ends, finished, fmt)
+        return generation_from_tokens(self.trie, token_ids, logprobs, finished, fmt)
+
+
+def generation_from_tokens(
+    trie: TokenTrie, token_ids: list[int], logprobs: list[float], finished: bool, fmt: ResponseFormat
+) -> Generation:
+    """The `Generation` of generated `token_ids`: its text is their bytes decoded (`decode_generated`), with the byte
+    offset where each token ends (special tokens write nothing). The one definition for every engine that generates
+    (this generator, `hf_generate`, a vLLM server), so the same tokens give the same text and span scores."""
+    pieces = [trie.token_bytes[t] or b"" for t in token_ids]
+    ends, total = [], 0
+    for piece in pieces:
+        total += len(piece)
+        ends.append(total)
+    return Generation(decode_generated(b"".join(pieces)), token_ids, logprobs, ends, finished, fmt)
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

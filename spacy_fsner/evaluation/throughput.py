@@ -232,7 +232,7 @@ def run_benchmark(
     templates: Sequence[str],
     shots: int,
     model: str,
-    adapter: Path | None,
+    adapter: str | None,
     short_labels: bool,
     batch_size: int,
     batch_tokens: int,
@@ -346,7 +346,27 @@ def format_tables(result: Throughput) -> str:
         for template_name in result.templates:
             per = {row.labels: row.runs["pipe"].per_sentence for row in result.rows if row.template == template_name}
             lines.append(f"- {template_name}: {per[many] / per[few]:.2f}x")
+    lines.extend(_joint_against_per_label(result))
     return "\n".join(lines)
+
+
+def _joint_against_per_label(result: Throughput) -> list[str]:
+    """With the joint template beside a per-label one: for each label count, the per-label template's naive loop
+    (one `generate` per sentence and label: the hand-rolled script a user would otherwise write) against the joint
+    template's `nlp.pipe` (one batched prompt per sentence). Different prompts, so not the same entities."""
+    per_label = [t for t in result.templates if t != "joint"]
+    if "joint" not in result.templates or not per_label:
+        return []
+    pipe = {row.labels: row.runs["pipe"].per_sentence for row in result.rows if row.template == "joint"}
+    lines = [
+        "\n| labels | per-label naive loop | s/sentence | joint nlp.pipe s/sentence | speed-up |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for row in result.rows:
+        if row.template in per_label:
+            naive, joint = row.runs["naive"].per_sentence, pipe[row.labels]
+            lines.append(f"| {row.labels} | {row.template} | {naive:.3f} | {joint:.3f} | {naive / joint:.2f}x |")
+    return lines
 
 
 def entity_records(result: Throughput) -> list[dict]:

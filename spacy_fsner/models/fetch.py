@@ -201,6 +201,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, or of a directory's relative file names and their sha256s (hex): one digest
+    that changes when any file of a directory (a saved pipeline, an adapter) changes, is added or is removed."""
+    if path.is_file():
+        return file_sha256(path)
+    listing = "".join(
+        f"{file.relative_to(path)}\0{file_sha256(file)}\n" for file in sorted(path.rglob("*")) if file.is_file()
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def _check_sha256(source: ModelSource, found: str) -> None:
     if found != source.sha256:
         raise FetchError(

@@ -11,7 +11,6 @@ silently ignored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -21,7 +20,7 @@ from confection import Config
 from spacy.util import dict_to_dot
 
 from ..log import logger
-from ..models.fetch import file_sha256
+from ..models.fetch import tree_sha256
 
 RUN_FILE = "run.json"
 IGNORED_SETTINGS = ("train.threads", "train.logging_steps", "train.save_steps")
@@ -84,11 +83,4 @@ def describe_changes(previous: dict[str, Any] | None, current: dict[str, Any]) -
 
 def _digest(path: Path) -> str | None:
     """sha256 of a file's bytes, or of a directory's relative file names and their sha256s; None when missing."""
-    if not path.exists():
-        return None
-    if path.is_file():
-        return file_sha256(path)
-    listing = "".join(
-        f"{file.relative_to(path)}\0{file_sha256(file)}\n" for file in sorted(path.rglob("*")) if file.is_file()
-    )
-    return hashlib.sha256(listing.encode()).hexdigest()
+    return tree_sha256(path) if path.exists() else None

@@ -21,6 +21,7 @@ WITHOUT_THREADS = {"random_llama"}  # builds a model on --device; no CPU-bound w
 def test_the_bench_scripts_are_all_here():
     assert SCRIPTS == [
         "annotate_throughput",
+        "ddp_throughput",
         "el4ner_rules",
         "fused_head",
         "incontext_quality",

@@ -19,6 +19,7 @@ from spacy_fsner.training.objectives import (
     resolve_layer,
     supervised_contrastive_loss,
 )
+from spacy_fsner.training.objectives.base import first_tensor
 
 torch.set_num_threads(1)
 
@@ -426,14 +427,53 @@ def test_noise_view_needs_right_padding(tiny_model_dir, batch):
 
 
 def test_noise_view_of_a_batch_without_entities(tiny_model_dir, batch):
-    """No anchor, no view needed: the noise pass is skipped and the loss is zero (it ran over nothing and failed)."""
+    """No anchor, no view needed, and the loss is zero; yet the noise pass runs (over one token): on a sharded model
+    every process must run the same layers, whether or not its micro-batch holds an entity."""
     model = lora_model(tiny_model_dir)
     objective = HiddenStateContrastive(layer=1, noise=True)
     objective.attach(model)
     no_entities = dataclasses.replace(batch, token_types=batch.token_types.clamp(max=0))
+    shapes = []
+    layer = model.get_base_model().model.layers[1]
+    handle = layer.register_forward_hook(lambda m, a, o: shapes.append(tuple(first_tensor(o).shape[:2])))
     loss = objective_loss(objective, model, no_entities)
+    handle.remove()
     assert loss.item() == 0.0 and loss.requires_grad
+    assert shapes == [tuple(batch.input_ids.shape), (1, 1)]  # the main forward, then the noise pass over 1 token
     assert objective.noise_view(no_entities, torch.empty(0, dtype=torch.long)).shape == (0, model.config.hidden_size)
+
+
+def test_noise_pass_through_a_sharded_model_runs_it_whole_for_the_same_view(tiny_model_dir, batch):
+    """With `sharded_model` (the trainer's FSDP or DeepSpeed wrapper) the pass is that model's own call, every layer
+    and the LM head at one position, not the layers up to the chosen one: the same view."""
+    model = lora_model(tiny_model_dir)
+    objective = HiddenStateContrastive(layer=0, noise=True)
+    objective.attach(model)
+    calls = []
+    handle = model.get_base_model().model.layers[1].register_forward_hook(lambda m, a, o: calls.append(1))
+    state = objective.generator.get_state()
+    with torch.no_grad():
+        stopped = objective.noise_view(batch)
+        objective.generator.set_state(state)
+        objective.sharded_model = model
+        whole = objective.noise_view(batch)
+    handle.remove()
+    assert calls == [1]  # layer 1 ran in the sharded pass only
+    torch.testing.assert_close(whole, stopped, rtol=1e-5, atol=1e-6)
+
+
+def test_draws_are_seeded_by_the_trainers_batch_index(batch):
+    """The same micro-batch number draws the same noise and negatives, on whichever process it is trained; without
+    a number, the objective's running generator."""
+    objective = HiddenStateContrastive(seed=3, max_negatives=4)
+    objective.batch_index = 5
+    first = objective.sample_tokens(batch.token_types)
+    assert torch.equal(objective.sample_tokens(batch.token_types), first)
+    assert torch.equal(torch.rand(4, generator=objective.random()), torch.rand(4, generator=objective.random()))
+    objective.batch_index = 6
+    assert not torch.equal(objective.sample_tokens(batch.token_types), first)
+    objective.batch_index = None
+    assert objective.random() is objective.generator
 
 
 def test_activation_checkpointing_keeps_the_first_capture(tiny_model_dir, batch):

@@ -155,3 +155,23 @@ def test_trainer_settings_are_checked(tiny_model_dir, tokenizer, dataset, tmp_pa
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch)
     assert torch.isfinite(loss) and "cl_hidden" not in trainer._metrics["train"]
+
+
+def test_length_grouped_order_on_several_processes_is_seeded_and_grouped_by_the_global_batch(
+    tiny_model_dir, tokenizer, dataset, tmp_path, monkeypatch
+):
+    """Every process must deal out the same order in every epoch: on several processes the length-grouped sampler
+    draws from a generator seeded with the run's seed (not the global random state, which LoRA's dropout moves
+    differently on each process), grouped by the global batch; on one process it stays transformers' own."""
+    settings = {"train_sampling_strategy": "group_by_length", "per_device_train_batch_size": 2}
+    trainer = make_trainer(tiny_model_dir, tokenizer, dataset, tmp_path, [], gradient_accumulation_steps=2, **settings)
+    alone = trainer._get_train_sampler()
+    assert alone.generator is None and alone.batch_size == 4
+    monkeypatch.setattr(type(trainer.args), "world_size", property(lambda self: 2))
+    first, again = trainer._get_train_sampler(), trainer._get_train_sampler()
+    assert first.batch_size == 2 * 2 * 2  # records per forward x accumulation x processes
+    torch.manual_seed(1)  # the global random state of one process ...
+    order = list(first)
+    torch.manual_seed(2)  # ... and of another
+    assert list(again) == order and sorted(order) == list(range(len(dataset)))
+    trainer.remove_hooks()

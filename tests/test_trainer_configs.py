@@ -126,6 +126,30 @@ def test_train_settings_become_arguments_every_config_takes(tmp_path):
         assert (config.save_strategy, config.learning_rate, config.seed) == ("steps", 3e-4, 0)
 
 
+@pytest.mark.parametrize(
+    ("batch_size", "accumulation", "processes", "layout"),
+    [
+        (8, 1, 1, (8, 1)),
+        (4, 2, 2, (4, 1)),  # the accumulation goes to the processes: the same forwards, dealt out
+        (8, 4, 2, (8, 2)),
+        (8, 1, 2, (4, 1)),  # nothing to accumulate: each forward takes half the records
+        (8, 2, 4, (4, 1)),
+        (8, 3, 2, (4, 3)),
+    ],
+)
+def test_the_global_batch_is_the_configs_on_any_number_of_processes(batch_size, accumulation, processes, layout):
+    settings = TrainSettings(batch_size=batch_size, gradient_accumulation=accumulation)
+    per_device, steps = settings.batch_layout(processes)
+    assert (per_device, steps) == layout and per_device * steps * processes == batch_size * accumulation
+    arguments = settings.trainer_arguments(processes)
+    assert (arguments["per_device_train_batch_size"], arguments["gradient_accumulation_steps"]) == layout
+
+
+def test_a_global_batch_the_processes_cannot_share_says_what_to_change():
+    with pytest.raises(ValueError, match="make gradient_accumulation a multiple of 2, or batch_size a multiple of 2"):
+        TrainSettings(batch_size=3, gradient_accumulation=1).batch_layout(2)
+
+
 def test_sft_weight_sets_the_dpo_loss_terms(tmp_path):
     config = PreferenceDPOConfig(output_dir=str(tmp_path), sft_weight=0.5)
     assert (config.loss_type, config.loss_weights) == (["sigmoid", "sft"], [1.0, 0.5])

@@ -42,13 +42,17 @@ def train_command(
     ),
 ) -> None:
     """Train the fsner pipeline of CONFIG (one stage: SFT with its objectives, or DPO), like `spacy train`:
-    overrides as --section.key value (e.g. --paths.train corpus/train.spacy --paths.base_model models/smollm2)."""
+    overrides as --section.key value (e.g. --paths.train corpus/train.spacy --paths.base_model models/smollm2).
+    On several processes or GPUs: `accelerate launch --config_file configs/accelerate/ddp.yaml -m spacy_fsner train
+    ...` (docs/scaling.md)."""
     from spacy.cli._util import parse_config_overrides
 
     from ..models.fetch import FetchError
+    from ..training.distributed import is_main_process
     from ..training.run import run_training
 
     with reported(ValueError, OSError, FetchError):  # OSError: a model or file that cannot be loaded or found
         overrides = parse_config_overrides(ctx.args)
         pipeline = run_training(config, output, overrides)
-    typer.echo(f"trained pipeline: {pipeline} (metrics: {output / 'metrics.json'})")
+    if is_main_process():  # under `accelerate launch`, once
+        typer.echo(f"trained pipeline: {pipeline} (metrics: {output / 'metrics.json'})")

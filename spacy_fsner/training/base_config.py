@@ -15,6 +15,8 @@ Why each default:
 - `report_to` "none": no external loggers (`metrics.json` and `curves.png` hold the log).
 - `logging_steps` 1: every step in `trainer.state.log_history` (NLL, each objective, DPO rewards).
 - `save_strategy` "no": no intermediate checkpoints unless a run asks for them (`run_training` does).
+- `ddp_find_unused_parameters` False: on several processes (DDP), every trainable parameter (LoRA's) takes part in
+  every forward, so the search for unused ones (transformers' default, True) is a wasted traversal of the graph.
 - `warmup_ratio`: the warm-up as a fraction of the training steps, written into `warmup_steps` (see
   `resolve_warmup`).
 """
@@ -63,6 +65,10 @@ class TrainerDefaults:
     save_total_limit: int | None = field(
         default=2,
         metadata={"help": "Checkpoints kept (the newest); a killed run resumes from the last. None: all of them."},
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP looks for parameters without gradient each step; off: LoRA's all take part."},
     )
     warmup_ratio: float | None = field(default=None, metadata={"help": WARMUP_RATIO_HELP})
 

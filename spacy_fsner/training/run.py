@@ -11,6 +11,10 @@ after SFT), that adapter (`adapter`). `run_training` writes to the output direct
 - `metrics.json`: the settings and the log history (NLL, each objective, DPO rewards), and `curves.png`;
 - `checkpoints/`: the trainer's checkpoints; a killed run started again resumes from the last one, a run with other
   settings or data starts afresh (see `checkpoints.py`).
+
+Under `accelerate launch` (several processes: DDP, FSDP, DeepSpeed) every process trains its share of the config's
+global batch (`TrainSettings.batch_layout`), and the main process alone decides the resume point and writes the
+outputs (`distributed.py`; docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ..log import logger
 from ..models.loading import attach_adapter, load_base_model, load_tokenizer, model_location
 from ..retrieval.retrievers import Retriever
 from .checkpoints import resume_point, run_identity
+from .distributed import is_main_process, launched_processes, main_decides, quiet_other_processes
 from .settings import LoraSettings, TrainSettings
 
 
@@ -168,26 +173,48 @@ def prepare_stage(config_path: str | Path, overrides: dict[str, Any] | None = No
 
 
 def run_training(config_path: str | Path, output: str | Path, overrides: dict[str, Any] | None = None) -> Path:
-    """Run the stage of `config_path` and write adapter, pipeline, metrics and curves to `output`."""
+    """Run the stage of `config_path` and write adapter, pipeline, metrics and curves to `output` (on several
+    processes: every process trains, the main one writes; all return when the outputs are written)."""
+    quiet_other_processes()
     stage = prepare_stage(config_path, overrides)
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        output.mkdir(parents=True, exist_ok=True)
     trainer, examples = stage.trainer(output / "checkpoints")
+    accelerator = trainer.accelerator
+    if accelerator.num_processes != launched_processes():  # the global batch was shared for the launcher's count
+        raise ValueError(
+            f"The trainer runs on {accelerator.num_processes} processes, the launcher started "
+            f"{launched_processes()}: launch with `accelerate launch` or torchrun (see docs/scaling.md)."
+        )
     # after building the trainer (which can still fail, e.g. no preference pairs): an old run's checkpoints stay
     inputs = {"training corpus": stage.train_path, "continued adapter": stage.nlp.get_pipe("fsner").model.adapter}
-    checkpoint = resume_point(output / "checkpoints", run_identity(stage.config, inputs))
+    identity = run_identity(stage.config, inputs)
+    checkpoint = main_decides(accelerator, lambda: resume_point(output / "checkpoints", identity))
     trainer.train(resume_from_checkpoint=checkpoint)
     if hasattr(trainer, "remove_hooks"):
         trainer.remove_hooks()
+    # every process: a sharded model's weights are gathered (a plain or DDP model's are just read)
+    weights = accelerator.get_state_dict(trainer.model_wrapped)
+    pipeline = output / "pipeline"
+    if accelerator.is_main_process:
+        _write_outputs(stage, trainer, weights, output, config_path, examples, checkpoint)
+    accelerator.wait_for_everyone()
+    return pipeline
+
+
+def _write_outputs(
+    stage: Stage, trainer, weights: dict[str, Any], output: Path, config_path, examples, checkpoint
+) -> None:
+    """The run's adapter (from the trained `weights`), pipeline, metrics and curves in `output`."""
     adapter = output / "adapter"
     shutil.rmtree(adapter, ignore_errors=True)
     # not DPO's frozen `ref` copy; no embedding layers (LoRA on projections: "auto" looks the base up on the hub)
-    trainer.model.save_pretrained(adapter, selected_adapters=["default"], save_embedding_layers=False)
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    model.save_pretrained(adapter, selected_adapters=["default"], save_embedding_layers=False, state_dict=weights)
     history = trainer.state.log_history
     component = stage.nlp.get_pipe("fsner")
-    pipeline = _save_pipeline(
-        stage.config, stage.labels, adapter, trainer.model, output / "pipeline", component.task.retriever
-    )
+    _save_pipeline(stage.config, stage.labels, adapter, output / "pipeline", component.task.retriever)
     metrics = {
         "settings": {
             "config": str(config_path),
@@ -197,6 +224,7 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
             "labels": list(component.labels),
             "examples": examples,
             "resumed_from": checkpoint,
+            "processes": trainer.accelerator.num_processes,
             "train_settings": asdict(stage.settings) | {"objectives": sorted(stage.settings.objectives)},
         },
         "log_history": history,
@@ -205,7 +233,6 @@ def run_training(config_path: str | Path, output: str | Path, overrides: dict[st
     from .curves import plot_curves
 
     plot_curves(history, output / "curves.png")
-    return pipeline
 
 
 def _trainable_model(causal_lm, lora: LoraSettings):
@@ -246,7 +273,7 @@ def _sft_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     objectives = [registry.resolve({"objective": spec})["objective"] for spec in settings.objectives.values()]
     args = ContrastiveSFTConfig(
         output_dir=str(checkpoints),
-        **settings.trainer_arguments(),
+        **settings.trainer_arguments(launched_processes()),
         neftune_noise_alpha=settings.neftune_alpha or None,  # 0: off
     )
     trainer = ContrastiveSFTTrainer(
@@ -283,7 +310,7 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     random.Random(settings.seed).shuffle(pairs)
     args = PreferenceDPOConfig(
         output_dir=str(checkpoints),
-        **settings.trainer_arguments(),
+        **settings.trainer_arguments(launched_processes()),
         beta=settings.dpo.beta,
         sft_weight=settings.dpo.sft_weight,
         max_length=settings.max_length,
@@ -292,17 +319,15 @@ def _dpo_trainer(settings: TrainSettings, docs, nlp: Language, model, tokenizer,
     return build_dpo_trainer(model, tokenizer, dataset, args), counts
 
 
-def _save_pipeline(
-    config: Config, labels: list[str], adapter: Path, model, output: Path, retriever: Retriever | None
-) -> Path:
-    """The trained pipeline: the adapter inside it (saved from `model`, the trained one, not loaded again), the base
-    model referred to by its name (as configured); with a retriever, the training run's index (the training docs)
-    as its pool, copied rather than computed again (an episode's `adapt` or `nlp.initialize` replaces it)."""
+def _save_pipeline(config: Config, labels: list[str], adapter: Path, output: Path, retriever: Retriever | None) -> Path:
+    """The trained pipeline: the adapter inside it (the files of `adapter`, just saved from the trained model: no
+    model is loaded again, and a sharded model's gathered weights are the ones saved), the base model referred to by
+    its name (as configured); with a retriever, the training run's index (the training docs) as its pool, copied
+    rather than computed again (an episode's `adapt` or `nlp.initialize` replaces it)."""
     config = Config(config)
     config["paths"]["adapter"] = str(adapter)
     nlp = build_pipeline(config, labels)
     component = nlp.get_pipe("fsner")
-    component.model.attach_model(model.eval())
     if retriever is not None:
         component.task.retriever.from_bytes(retriever.to_bytes())
     shutil.rmtree(output, ignore_errors=True)

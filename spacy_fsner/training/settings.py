@@ -8,6 +8,7 @@ here where a value means the same thing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,8 @@ class TrainSettings:
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 8
+    """Records per forward pass on one process; the global batch (records per optimizer step) is `batch_size *
+    gradient_accumulation`, whatever the number of processes (see `batch_layout`)."""
     gradient_accumulation: int = 1
     learning_rate: float = 3e-4
     warmup_ratio: float = 0.1
@@ -147,15 +150,40 @@ class TrainSettings:
         variety = PromptVariety(**section.pop("variety", {}))
         return cls(**section, lora=lora, dpo=dpo, objectives=objectives, variety=variety)
 
-    def trainer_arguments(self) -> dict[str, Any]:
-        """The trainer arguments both stages take from `[train]`, under transformers' names; a stage's config adds
-        its own (NEFTune for SFT; beta, SFT weight and max_length for DPO). Checkpoints every `save_steps` steps (a
-        killed run resumes from the last one) and a progress bar."""
+    def batch_layout(self, processes: int = 1) -> tuple[int, int]:
+        """(records per forward on each process, accumulation steps) that make the config's global batch,
+        `batch_size * gradient_accumulation` records per optimizer step, on `processes` data-parallel processes.
+
+        The accumulation is spread over the processes first: each forward then holds the same `batch_size` records
+        as on one process, in the same order (the trainer's sampler deals consecutive batches to the processes in
+        turn), so a run gives the same adapter on any number of processes, to float tolerance (LoRA dropout aside:
+        its masks are random). What does not divide is taken from the forward's records: `batch_size 8`,
+        `gradient_accumulation 1` on 2 processes is 4 records per forward on each; the NLL is the same, but the
+        contrastive terms, computed within a forward's records, see fewer of them.
+        """
+        if processes < 1:
+            raise ValueError(f"processes = {processes}: at least 1.")
+        shared = math.gcd(self.gradient_accumulation, processes)
+        split = processes // shared  # what the accumulation cannot absorb divides each forward's records
+        if self.batch_size % split:
+            raise ValueError(
+                f"[train] batch_size {self.batch_size} x gradient_accumulation {self.gradient_accumulation} (the "
+                f"global batch) cannot be shared evenly by {processes} processes: make gradient_accumulation a "
+                f"multiple of {processes}, or batch_size a multiple of {split}."
+            )
+        return self.batch_size // split, self.gradient_accumulation // shared
+
+    def trainer_arguments(self, processes: int = 1) -> dict[str, Any]:
+        """The trainer arguments both stages take from `[train]`, under transformers' names, for a run on
+        `processes` data-parallel processes (same global batch, see `batch_layout`); a stage's config adds its own
+        (NEFTune for SFT; beta, SFT weight and max_length for DPO). Checkpoints every `save_steps` steps (a killed
+        run resumes from the last one) and a progress bar."""
+        per_device, accumulation = self.batch_layout(processes)
         return {
             "num_train_epochs": self.epochs,
             "max_steps": self.max_steps,
-            "per_device_train_batch_size": self.batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation,
+            "per_device_train_batch_size": per_device,
+            "gradient_accumulation_steps": accumulation,
             "learning_rate": self.learning_rate,
             "warmup_ratio": self.warmup_ratio,
             "logging_steps": self.logging_steps,

@@ -7,8 +7,10 @@ capture of the step: with activation checkpointing the backward recomputes the l
 `compute(batch)`, `reset()`.
 
 A capture hook only keeps the output of the module it is registered on, during that module's forward; it reads no
-weight. (The noise view of `HiddenStateContrastive` is the exception that calls modules itself: the embedding and
-the decoder stack, see its docstring.)
+weight. So the objectives hold under sharding (FSDP, DeepSpeed ZeRO-3), where a weight is whole only inside its
+module's forward. The one extra pass, the noise view of `HiddenStateContrastive`, goes through the model's own
+forward too (noise added by a hook on the embedding's output), and every process runs it on every step: see
+`sharded_model` and its docstring.
 """
 
 from __future__ import annotations
@@ -146,6 +148,14 @@ class ContrastiveObjective:
         self.name = name
         self.enabled = True
         self.layer_index: int | None = None
+        self.batch_index: int | None = None
+        """The micro-batch's number in the run, counted as on one process (set by `ContrastiveSFTTrainer`): an
+        objective that draws random numbers seeds them from it, so that a run draws the same on any number of
+        processes. None: the objective's own running generator."""
+        self.sharded_model: nn.Module | None = None
+        """Set by the trainer when the model is sharded (FSDP, DeepSpeed ZeRO-3): the wrapped model, whose call
+        gathers the weights. An extra pass then runs through it, whole (every process runs every layer's
+        collectives), instead of the unwrapped model's layers up to the one needed."""
         self._captures: dict[str, Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._capturing = True

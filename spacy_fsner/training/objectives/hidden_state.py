@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from spacy.util import registry
@@ -88,7 +89,11 @@ class HiddenStateContrastive(ContrastiveObjective):
     target, like a stop-gradient branch), only over the sequences with an entity token, each cut after its own last
     one and packed into one row (no padding), and stops right after the chosen layer (a hook raises), so it costs
     less than (layer_index + 1) / num_layers of one forward pass and no backward and no LM head; with
-    `noise_grad=True` both views are trained (SimCSE-style) and the backward of that partial pass is paid too.
+    `noise_grad=True` both views are trained (SimCSE-style) and the backward of that partial pass is paid too. On a
+    sharded model (FSDP, DeepSpeed ZeRO-3) it runs the whole model instead, through its wrapper (see `noise_view`).
+
+    Random draws (noise, sampled negatives) come from `random()`: seeded per micro-batch in training, so that a run
+    draws the same on any number of processes.
     """
 
     def __init__(
@@ -119,25 +124,38 @@ class HiddenStateContrastive(ContrastiveObjective):
         self.noise_scale = noise_scale
         self.noise_grad = noise_grad
         self.max_negatives = max_negatives
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
     def modules_to_hook(self, decoder: nn.Module, index: int) -> dict[str, nn.Module]:
         return {"hidden": decoder.layers[index]}
 
-    def sample_tokens(self, token_types: Tensor) -> Tensor:
+    def random(self) -> torch.Generator:
+        """The generator of this micro-batch's draws (negatives, noise): seeded from `seed` and the trainer's
+        `batch_index` when it numbered the micro-batch, so that a micro-batch draws the same whichever process trains
+        on it; else the objective's running generator (seeded once from `seed`)."""
+        if self.batch_index is None:
+            return self.generator
+        state = np.random.SeedSequence([self.seed, self.batch_index]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def sample_tokens(self, token_types: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Flat indices of the sentence tokens to contrast: every entity token and at most `max_negatives`
-        non-entity tokens, drawn with the objective's seeded generator (bounds the cost of the similarity matrix)."""
+        non-entity tokens, drawn with `generator` (default: `random()`; bounds the cost of the similarity matrix)."""
         flat = token_types.reshape(-1)
         entities = (flat >= 1).nonzero().squeeze(-1)
         others = (flat == 0).nonzero().squeeze(-1)
         if others.numel() > self.max_negatives:
-            pick = torch.randperm(others.numel(), generator=self.generator)[: self.max_negatives]
+            pick = torch.randperm(others.numel(), generator=generator or self.random())[: self.max_negatives]
             others = others[pick.to(others.device).sort().values]
         return torch.cat([entities, others])
 
-    def noise_view(self, batch: ContrastiveBatch, rows: Tensor | None = None) -> Tensor:
+    def noise_view(
+        self, batch: ContrastiveBatch, rows: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Output of the chosen layer at the flat token indices `rows` ([len(rows), d]; every unpadded token, in
-        flat order, when None) for the batch with noise on the input embeddings.
+        flat order, when None) for the batch with noise on the input embeddings (drawn with `generator`, default
+        `random()`).
 
         noise ~ U(-1, 1) * alpha / sqrt(L * d) per sequence (NEFTune's scaling, L = that sequence's unpadded length,
         d = hidden size) with `noise_scale="neftune"`, or U(-alpha, alpha) with `noise_scale="absolute"`.
@@ -147,64 +165,93 @@ class HiddenStateContrastive(ContrastiveObjective):
         sequences are packed into one row, each with its own positions from 0, so attention stays within a
         sequence (transformers' packed-sequence mask) and no padding is computed. The noise is drawn for the whole
         batch first, so the values are those of the full pass.
+
+        The pass is the model's own forward on the token ids; a hook on the embedding adds the noise to its output
+        and one on the chosen layer keeps that layer's output (no weight is read outside its module's forward). It
+        stops right after the chosen layer (a hook raises), except on a sharded model (`sharded_model`), where it
+        runs through the wrapper, whole, with the LM head at one position. It runs on every step, also when no
+        token needs a view (then over the batch's first token, and the view is empty): on a sharded model every
+        process must run the same layers, whether or not its micro-batch holds an entity.
         """
         decoder = self._decoder
         batch_size, length = batch.input_ids.shape
+        device = batch.input_ids.device
+        generator = generator or self.random()
         if rows is None:
             real = batch.attention_mask if batch.attention_mask is not None else torch.ones_like(batch.input_ids)
             rows = real.reshape(-1).nonzero().squeeze(-1)
-        embeds = decoder.get_input_embeddings()(batch.input_ids)
-        rows = rows.to(embeds.device)
-        sequences, positions = rows // length, rows % length
-        uniform = torch.rand(embeds.shape, generator=self.generator).to(embeds.device, embeds.dtype) * 2 - 1
-        if self.noise_scale == "neftune":
-            if batch.attention_mask is not None:
-                lengths = batch.attention_mask.sum(1).clamp(min=1)
-            else:
-                lengths = torch.full((batch_size,), length, device=embeds.device)
-            scale = self.noise_alpha / torch.sqrt(lengths.to(embeds.dtype) * embeds.shape[-1])
-            uniform = uniform * scale[:, None, None]
-        else:
-            uniform = uniform * self.noise_alpha
-        if rows.numel() == 0:  # no token needs a view (a batch without entities); the noise was drawn all the same
-            return embeds.new_zeros((0, embeds.shape[-1]))
+        rows = rows.to(device)
+        run = rows if rows.numel() else rows.new_zeros(1)  # no token needs a view: the pass runs all the same
+        sequences, positions = run // length, run % length
         keep = torch.unique(sequences)
-        ends = torch.zeros(batch_size, dtype=torch.long, device=rows.device).scatter_reduce(
+        ends = torch.zeros(batch_size, dtype=torch.long, device=device).scatter_reduce(
             0, sequences, positions + 1, reduce="amax"
         )[keep]
         cuts = list(zip(keep.tolist(), ends.tolist(), strict=True))  # (sequence, tokens it needs)
-        needed = torch.arange(length, device=rows.device)[None, :] < ends[:, None]  # [kept, T]
+        needed = torch.arange(length, device=device)[None, :] < ends[:, None]  # [kept, T]
         if batch.attention_mask is not None and bool((needed & (batch.attention_mask[keep] == 0)).any()):
             raise ValueError(
                 f"{self.name}: the noise view needs right-padded batches (padding only after a sequence's tokens), "
                 "as `ContrastiveCollator` builds them; this batch has padding before a token that needs a view."
             )
-        noised = embeds + uniform
-        packed = torch.cat([noised[seq, :end] for seq, end in cuts])[None]
-        position_ids = torch.cat([torch.arange(end, device=rows.device) for _, end in cuts])[None]
+        packed = torch.cat([batch.input_ids[seq, :end] for seq, end in cuts])[None]
+        position_ids = torch.cat([torch.arange(end, device=device) for _, end in cuts])[None]
         offsets = torch.cumsum(ends, 0) - ends  # where each kept sequence starts in the packed row
 
-        def stop(module: nn.Module, args: Any, output: Any) -> None:
-            raise _StopForward(first_tensor(output))
+        def add_noise(module: nn.Module, args: Any, output: Tensor) -> Tensor:
+            # drawn for the whole batch (the values of the full pass), then cut and packed like the token ids
+            uniform = torch.rand((batch_size, length, output.shape[-1]), generator=generator) * 2 - 1
+            uniform = uniform.to(output.device, output.dtype)
+            if self.noise_scale == "neftune":
+                if batch.attention_mask is not None:
+                    lengths = batch.attention_mask.sum(1).clamp(min=1)
+                else:
+                    lengths = torch.full((batch_size,), length, device=output.device)
+                scale = self.noise_alpha / torch.sqrt(lengths.to(output.device, output.dtype) * output.shape[-1])
+                uniform = uniform * scale[:, None, None]
+            else:
+                uniform = uniform * self.noise_alpha
+            return output + torch.cat([uniform[seq, :end] for seq, end in cuts])[None]
 
-        handle = decoder.layers[self.layer_index].register_forward_hook(stop)
+        captured: list[Tensor] = []
+        sharded = self.sharded_model
+
+        def keep_output(module: nn.Module, args: Any, output: Any) -> None:
+            if not captured:  # the first: activation checkpointing runs the layer again in the backward
+                captured.append(first_tensor(output))
+            if sharded is None:
+                raise _StopForward(captured[0])
+
+        handles = [
+            decoder.get_input_embeddings().register_forward_hook(add_noise),
+            decoder.layers[self.layer_index].register_forward_hook(keep_output),
+        ]
+        inputs = {"input_ids": packed, "position_ids": position_ids, "attention_mask": None, "use_cache": False}
         try:
-            with self.paused(), _without_dropout(decoder):
+            with self.paused(), _without_dropout(self._model):
                 with torch.set_grad_enabled(self.noise_grad and torch.is_grad_enabled()):
-                    decoder(inputs_embeds=packed, position_ids=position_ids, attention_mask=None, use_cache=False)
-        except _StopForward as stopped:
-            return stopped.output[0, offsets[torch.searchsorted(keep, sequences)] + positions]
+                    if sharded is None:
+                        decoder(**inputs)
+                    else:
+                        sharded(**inputs, logits_to_keep=1)
+        except _StopForward:
+            pass
         finally:
-            handle.remove()
-        raise RuntimeError(f"{self.name}: the noise pass never reached layer {self.layer_index}.")
+            for handle in handles:
+                handle.remove()
+        if not captured:
+            raise RuntimeError(f"{self.name}: the noise pass never reached layer {self.layer_index}.")
+        view = captured[0][0, offsets[torch.searchsorted(keep, sequences)] + positions]
+        return view if rows.numel() else view[:0]
 
     def compute(self, batch: ContrastiveBatch) -> Tensor:
         hidden = self.captured("hidden")  # [B, T, d]
-        rows = self.sample_tokens(batch.token_types)
+        generator = self.random()
+        rows = self.sample_tokens(batch.token_types, generator)
         flat_types = batch.token_types.reshape(-1)[rows]
         features = hidden.reshape(-1, hidden.shape[-1])[rows]
         # only the anchors (entity tokens) get a noised view: the pass runs what they need and no more
-        views = self.noise_view(batch, rows[flat_types >= 1]) if self.noise else None
+        views = self.noise_view(batch, rows[flat_types >= 1], generator) if self.noise else None
         return supervised_contrastive_loss(features, flat_types, self.temperature, views)
 
 

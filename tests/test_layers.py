@@ -38,6 +38,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
 
 
 SUBPACKAGES = [
+    "annotation",
     "cli",
     "data",
     "decoding",

@@ -120,7 +120,7 @@ def annotate(
                 annotate_on_ray(
                     pipeline, pending, shards.write, advance, ray, batch_size=batch_size, output_format=output_format
                 )
-    written = len(ShardDirectory(output, output_format).completed(total) - done)
+    written = len(shards.completed(total) - done)
     return Annotation(output, scan.n_docs, total, written, len(done), resumed)
 
 
